@@ -1,0 +1,1 @@
+"""hprose-cluster: a set of hprose servers as one service, with etcd as the registry."""
