@@ -1,0 +1,323 @@
+"""Client side: an always-current, in-memory view of one domain's servers.
+
+``Discovery`` reads ``<prefix>/<domain>/`` and the header revision, then watches the prefix
+from ``revision + 1`` so no change falls in between.  The etcd client's watch dies on any error
+and can go silently stale (ETCD.md item 5), so a named daemon thread owns the view and:
+
+- re-watches from the last applied ``mod_revision + 1`` after a watch error;
+- after compaction, a new cluster id, or a revision that went backwards, re-reads the whole
+  prefix and diffs it against the view, so listeners see exactly the real adds and removes;
+- every ``check_interval`` seconds makes one cheap read inside the prefix (a count) that catches
+  a watch waiting forever on a replaced cluster, or a count that disagrees with the view;
+- keeps the last known list while etcd is unreachable: an outage never empties the view.
+
+Reads (``servers()``, ``view``) take no lock: the view is an immutable snapshot swapped whole.
+It knows nothing about hprose.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+from .backoff import Backoff
+from .errors import EtcdError
+from .etcd import (EtcdConfig, EtcdConnection, WatchHandle, events_of, header_of, is_compacted,
+                   is_put_event)
+from .record import RecordError, ServerInfo, validate_domain
+
+log = logging.getLogger("hprose_cluster.discovery")
+
+Listener = Callable[[list[ServerInfo], list[ServerInfo]], None]
+
+
+class ServerView:
+    """An immutable snapshot of a domain: servers in key order, and a key index."""
+
+    __slots__ = ("servers", "by_key", "revision")
+
+    def __init__(self, by_key: Mapping[str, ServerInfo], revision: int = 0):
+        self.by_key = dict(by_key)
+        self.servers = tuple(self.by_key[k] for k in sorted(self.by_key))
+        self.revision = revision
+
+    def __len__(self) -> int:
+        return len(self.servers)
+
+    def __iter__(self) -> Iterator[ServerInfo]:
+        return iter(self.servers)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.by_key
+
+
+_EMPTY = ServerView({})
+
+
+class Discovery:
+    """Follows one domain; ``start()`` reads it, then a background thread keeps it current."""
+
+    def __init__(self, domain: str, *, etcd: EtcdConfig | str | None = None,
+                 connection: EtcdConnection | None = None, check_interval: float = 5.0,
+                 max_backoff: float = 3.0):
+        self.domain = validate_domain(domain)
+        self._owns_connection = connection is None
+        self._connection = connection or EtcdConnection(EtcdConfig.coerce(etcd))
+        self.config = self._connection.config
+        self.prefix = "%s/%s/" % (self.config.prefix, self.domain)
+        self.check_interval = check_interval
+        self._backoff = Backoff(base=min(0.05, max_backoff), cap=max_backoff)
+        self._view = _EMPTY
+        self._listeners: list[Listener] = []
+        self._changed = threading.Condition()
+        self._events: queue.Queue[Any] = queue.Queue()
+        self._watch: WatchHandle | None = None
+        self._watch_generation = -1
+        self._next_revision = 0      # where a new watch starts: last applied mod_revision + 1
+        self._applied_revision = 0   # events at or below this are already in the view
+        self._cluster_id: int | None = None
+        self._warned: set[tuple[str, int]] = set()
+        self._skipped: set[str] = set()  # keys in the prefix whose value is not a valid record
+        self._needs_resync = False
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self.resyncs = 0  # full re-reads done after the first one (for tests and metrics)
+
+    # --- public ---------------------------------------------------------------------------
+
+    def start(self) -> "Discovery":
+        """Read the domain once (EtcdError if etcd cannot be reached), then watch it."""
+        if self._thread is not None:
+            return self
+        try:
+            self._resync(initial=True)
+            self._start_watch()
+        except EtcdError as error:
+            self._shutdown_connection()
+            raise EtcdError("cannot follow domain %r: %s" % (self.domain, error)) from error
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="hprose-cluster-discovery-%s" % self.domain)
+        self._thread.start()
+        return self
+
+    @property
+    def view(self) -> ServerView:
+        return self._view
+
+    def servers(self) -> tuple[ServerInfo, ...]:
+        """The current servers of the domain (a snapshot; no etcd round trip)."""
+        return self._view.servers
+
+    def add_listener(self, listener: Listener) -> None:
+        """``listener(added, removed)`` runs on the discovery thread after each change."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    def wait_for_servers(self, timeout: float | None = None, count: int = 1) -> bool:
+        """Wait until the domain has at least ``count`` servers; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._view) >= count, timeout)
+
+    def wait_for(self, predicate: Callable[[ServerView], bool], timeout: float | None = None) -> bool:
+        """Wait until ``predicate(view)`` holds; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self._view), timeout)
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._events.put(None)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(self.config.timeout * 2)
+        self._shutdown_connection()
+
+    def __enter__(self) -> "Discovery":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # --- the view -------------------------------------------------------------------------
+
+    def _parse(self, key: str, value: bytes, revision: int) -> ServerInfo | None:
+        try:
+            return ServerInfo.from_json(value, key)
+        except RecordError as error:
+            if (key, revision) not in self._warned:
+                self._warned.add((key, revision))
+                log.warning("skipping a record of domain %r: %s", self.domain, error)
+            return None
+
+    def _publish(self, by_key: dict[str, ServerInfo]) -> None:
+        """Swap in a new view and tell listeners exactly what changed."""
+        old = self._view.by_key
+        added = [info for key, info in by_key.items() if old.get(key) != info]
+        removed = [info for key, info in old.items() if by_key.get(key) != info]
+        if not added and not removed:
+            return
+        with self._changed:
+            self._view = ServerView(by_key, self._applied_revision)
+            self._changed.notify_all()
+        for listener in list(self._listeners):
+            try:
+                listener(added, removed)
+            except Exception:
+                log.exception("a listener of domain %r failed", self.domain)
+
+    def _resync(self, initial: bool = False) -> None:
+        """Read the whole prefix and make the view equal to it."""
+        response = self._connection.get_prefix(self.prefix)
+        revision, cluster_id = header_of(response)
+        replaced = (self._cluster_id is not None and cluster_id != self._cluster_id) \
+            or revision < self._applied_revision
+        by_key: dict[str, ServerInfo] = {}
+        skipped: set[str] = set()
+        for kv in response.kvs:
+            key = kv.key.decode("utf-8", "replace")
+            info = self._parse(key, kv.value, kv.mod_revision)
+            if info is None:
+                skipped.add(key)
+            else:
+                by_key[key] = info
+        self._skipped = skipped
+        self._cluster_id = cluster_id
+        self._applied_revision = revision
+        if replaced or initial or self._next_revision <= 0:
+            self._next_revision = revision + 1
+        if not initial:
+            self.resyncs += 1
+            log.info("resynced domain %r at revision %d (%d servers%s)", self.domain, revision,
+                     len(by_key), ", etcd was replaced" if replaced else "")
+        self._publish(by_key)
+        if replaced:
+            self._restart_watch()
+
+    def _apply(self, response: Any) -> None:
+        _, cluster_id = header_of(response)
+        if self._cluster_id is not None and cluster_id and cluster_id != self._cluster_id:
+            self._restart_watch(resync=True)
+            return
+        by_key = None
+        for event in events_of(response):
+            revision = event.mod_revision
+            self._next_revision = max(self._next_revision, revision + 1)
+            if revision <= self._applied_revision:
+                continue
+            self._applied_revision = revision
+            if by_key is None:
+                by_key = dict(self._view.by_key)
+            key = event.key.decode("utf-8", "replace")
+            put = is_put_event(event)
+            info = self._parse(key, event.value, revision) if put else None
+            if info is None:
+                by_key.pop(key, None)
+            else:
+                by_key[key] = info
+            if put and info is None:
+                self._skipped.add(key)
+            else:
+                self._skipped.discard(key)
+        if by_key is not None:
+            self._publish(by_key)
+
+    # --- the watch ------------------------------------------------------------------------
+
+    def _on_watch(self, response: Any) -> None:
+        """Runs on the etcd watcher thread: hand over, never call etcd here."""
+        self._events.put(response)
+
+    def _start_watch(self) -> None:
+        self._watch_generation = self._connection.generation
+        self._watch = self._connection.watch_prefix(self.prefix, self._next_revision,
+                                                    self._on_watch)
+
+    def _restart_watch(self, resync: bool = False) -> None:
+        """Drop the current watch; the thread makes a new one (after a re-read if asked)."""
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        self._needs_resync = resync or self._needs_resync
+
+    def _repair(self) -> None:
+        """Bring back a watch (and the view, if needed); raises EtcdError while etcd is away."""
+        self._connection.reset_watcher()
+        if self._needs_resync:
+            self._resync()
+            self._needs_resync = False
+            if self._watch is not None:
+                return
+        try:
+            self._start_watch()
+        except EtcdError as error:
+            if "compact" in str(error).lower():
+                self._needs_resync = True
+            raise
+
+    def _check(self) -> None:
+        """The periodic cheap read: catches a replaced cluster or a silently missed event."""
+        response = self._connection.get_prefix(self.prefix, count_only=True)
+        revision, cluster_id = header_of(response)
+        if cluster_id != self._cluster_id or revision < self._applied_revision:
+            log.warning("etcd behind %s was replaced (cluster id or revision changed); "
+                        "re-reading domain %r", self.config.describe(), self.domain)
+            self._restart_watch(resync=True)
+        elif response.count != len(self._view) + len(self._skipped) and self._events.empty():
+            self._resync()
+        if self._watch is not None and self._connection.generation != self._watch_generation:
+            self._restart_watch()  # the client was rebuilt (new auth token): watch on it
+
+    def _run(self) -> None:
+        next_check = time.monotonic() + self.check_interval
+        while not self._closing:
+            wait = max(0.0, next_check - time.monotonic())
+            if self._watch is None:
+                wait = min(wait, self._backoff.next())
+            try:
+                item = self._events.get(timeout=wait)
+            except queue.Empty:
+                item = None
+            if self._closing:
+                return
+            try:
+                if item is not None:
+                    if isinstance(item, Exception):
+                        self._on_watch_error(item)
+                    else:
+                        self._apply(item)
+                if self._watch is None:
+                    self._repair()
+                    self._backoff.reset()
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + self.check_interval
+                    self._check()
+                    if self._watch is None:
+                        self._repair()
+            except EtcdError as error:
+                log.warning("domain %r: %s (keeping the last %d servers)",
+                            self.domain, error, len(self._view))
+            except Exception:
+                log.exception("domain %r: unexpected error in the discovery thread", self.domain)
+
+    def _on_watch_error(self, error: Exception) -> None:
+        if self._watch is None:
+            return  # an error of a watch we already dropped
+        compacted = is_compacted(error)
+        log.warning("watch of domain %r broke (%s); %s", self.domain,
+                    "compacted" if compacted else (str(error) or type(error).__name__),
+                    "re-reading" if compacted else "watching again from revision %d"
+                    % self._next_revision)
+        self._watch = None
+        self._needs_resync = compacted or self._needs_resync
+
+    def _shutdown_connection(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        if self._owns_connection:
+            self._connection.close()

@@ -1,0 +1,95 @@
+"""What a call does when a server fails: a plain value object, in the spirit of urllib3's Retry.
+
+- A request that never left (the connection could not be opened) is always retried on another
+  server: it cannot have executed anywhere.
+- A request that was sent and then failed (timeout, connection reset mid-reply) is retried only
+  for calls marked idempotent (``FailoverPolicy(idempotent=True)`` or ``idempotent=True`` on the
+  call): the first server may have executed it.
+- A business error (an hprose ``E`` reply) is never retried; ``rotate_on_error`` says whether it
+  moves the primary to another server (the seed did).
+- A call never tries the same server twice; it tries at most ``max_attempts`` servers, waiting
+  ``backoff * 2**n`` (capped at ``backoff_max``) between attempts.
+- Outlier ejection: a server that fails ``eject_after`` calls in a row is skipped for
+  ``eject_for`` seconds even while still registered (it covers the TTL window after a crash).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from .errors import ConfigError, TransportError
+
+
+@dataclass(frozen=True)
+class FailoverPolicy:
+    max_attempts: int = 3
+    idempotent: bool = False
+    rotate_on_error: bool = True
+    backoff: float = 0.0
+    backoff_max: float = 1.0
+    eject_after: int = 3
+    eject_for: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError("max_attempts must be >= 1, got %r" % self.max_attempts)
+        if self.backoff < 0 or self.backoff_max < 0 or self.eject_for < 0 or self.eject_after < 0:
+            raise ConfigError("backoff, backoff_max, eject_after and eject_for must be >= 0")
+
+    def may_retry(self, error: TransportError, idempotent: bool | None = None) -> bool:
+        """Whether a call that failed with ``error`` may go on to another server."""
+        if idempotent is None:
+            idempotent = self.idempotent
+        return not error.sent or idempotent
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (0 for the first retry)."""
+        if self.backoff <= 0:
+            return 0.0
+        return min(self.backoff_max, self.backoff * (2 ** attempt))
+
+
+class Ejector:
+    """Counts consecutive failures per server URL and cools down the repeat offenders."""
+
+    def __init__(self, after: int = 3, cooldown: float = 10.0):
+        self.after = after
+        self.cooldown = cooldown
+        self._failures: dict[str, int] = {}
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def failure(self, url: str) -> None:
+        if self.after <= 0:
+            return
+        with self._lock:
+            count = self._failures.get(url, 0) + 1
+            self._failures[url] = count
+            if count >= self.after:
+                self._until[url] = time.monotonic() + self.cooldown
+
+    def success(self, url: str) -> None:
+        if url in self._failures or url in self._until:
+            with self._lock:
+                self._failures.pop(url, None)
+                self._until.pop(url, None)
+
+    def is_ejected(self, url: str) -> bool:
+        until = self._until.get(url)
+        if until is None:
+            return False
+        if time.monotonic() >= until:
+            with self._lock:
+                # back on probation: one more failure ejects it again
+                if self._until.get(url) == until:
+                    del self._until[url]
+                    self._failures[url] = max(0, self.after - 1)
+            return False
+        return True
+
+    def forget(self, url: str) -> None:
+        with self._lock:
+            self._failures.pop(url, None)
+            self._until.pop(url, None)

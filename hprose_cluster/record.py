@@ -1,0 +1,167 @@
+"""The registry record: what a server writes in etcd and every hprose peer reads.
+
+Key ``<prefix>/<domain>/<uuid>``, value
+``{"UUID":"...","Domain":"...","ServerUrl":"...","CPU":8}`` -- that field order and compact
+separators, byte for byte what the hprose Go registry writes.  Readers accept extra fields;
+writers may add optional ones (``Weight``) but never change the four.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid as uuid_module
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+DEFAULT_PREFIX = "hprose-service"
+MAX_RECORD_BYTES = 64 * 1024
+SCHEMES = ("http", "https", "tcp", "tcp4", "tcp6")
+REQUIRED_FIELDS = (("UUID", str), ("Domain", str), ("ServerUrl", str), ("CPU", int))
+_MAX_NAME = 253
+
+
+class RecordError(ConfigError):
+    """A registry value that is not a valid record (bad JSON, missing field, wrong type...)."""
+
+
+def _check_name(kind: str, value: Any) -> str:
+    """Domains and UUIDs become path segments of a key: no ``/``, blanks or control characters."""
+    if not isinstance(value, str):
+        raise ConfigError("%s must be a string, got %r" % (kind, value))
+    if not value:
+        raise ConfigError("%s must not be empty" % kind)
+    if len(value) > _MAX_NAME:
+        raise ConfigError("%s %r is longer than %d characters" % (kind, value[:40] + "...", _MAX_NAME))
+    for char in value:
+        if char == "/" or char.isspace() or ord(char) < 32 or ord(char) == 127:
+            raise ConfigError("%s %r contains %r: slashes, whitespace and control characters "
+                              "are not allowed" % (kind, value, char))
+    return value
+
+
+def validate_domain(domain: Any) -> str:
+    """Return ``domain`` if it can name a service (``tcp.hello.server``), else raise ConfigError."""
+    return _check_name("domain", domain)
+
+
+def validate_uuid(value: Any) -> str:
+    """Return ``value`` if it can be the last segment of a key, else raise ConfigError."""
+    return _check_name("UUID", value)
+
+
+def validate_url(url: Any) -> str:
+    """Return ``url`` if we can call it: a known scheme, a host and a port."""
+    if not isinstance(url, str) or not url:
+        raise ConfigError("ServerUrl must be a non-empty string, got %r" % (url,))
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        raise ConfigError("ServerUrl %r has scheme %r; supported: %s"
+                          % (url, parts.scheme, ", ".join(SCHEMES)))
+    try:
+        port = parts.port
+    except ValueError as error:
+        raise ConfigError("ServerUrl %r has an invalid port" % url) from error
+    if not parts.hostname:
+        raise ConfigError("ServerUrl %r has no host" % url)
+    if port is None and parts.scheme.startswith("tcp"):
+        raise ConfigError("ServerUrl %r has no port" % url)
+    return url
+
+
+def validate_cpu(cpu: Any) -> int:
+    if isinstance(cpu, bool) or not isinstance(cpu, int) or cpu < 1:
+        raise ConfigError("CPU must be an integer >= 1, got %r" % (cpu,))
+    return cpu
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on (affinity-aware), which is what a server can use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def new_uuid() -> str:
+    return str(uuid_module.uuid4())
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """One server of a domain, as registered in etcd."""
+
+    domain: str
+    url: str
+    uuid: str = field(default_factory=new_uuid)
+    cpu: int = field(default_factory=usable_cpus)
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        validate_domain(self.domain)
+        validate_url(self.url)
+        validate_uuid(self.uuid)
+        validate_cpu(self.cpu)
+
+    @property
+    def weight(self) -> float:
+        """Optional ``Weight`` field if a writer set one, else the CPU count."""
+        value = self.extra.get("Weight")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        return float(self.cpu)
+
+    def key(self, prefix: str = DEFAULT_PREFIX) -> str:
+        return "%s/%s/%s" % (prefix, self.domain, self.uuid)
+
+    def to_json(self) -> bytes:
+        """The value, byte-for-byte as the Go registry writes it (extras after the four)."""
+        value: dict[str, Any] = {"UUID": self.uuid, "Domain": self.domain,
+                                 "ServerUrl": self.url, "CPU": self.cpu}
+        for name, extra in self.extra.items():
+            if name not in value:
+                value[name] = extra
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes | str, key: str | None = None) -> "ServerInfo":
+        """Parse a stored value; ``key`` (when known) must agree with its Domain and UUID.
+
+        Raises RecordError naming the key and what is wrong.
+        """
+        where = "record %s" % key if key else "record"
+        if len(data) > MAX_RECORD_BYTES:
+            raise RecordError("%s is %d bytes, over the %d byte limit"
+                              % (where, len(data), MAX_RECORD_BYTES))
+        try:
+            value = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise RecordError("%s is not valid JSON: %s" % (where, error)) from error
+        if not isinstance(value, dict):
+            raise RecordError("%s is not a JSON object" % where)
+        for name, kind in REQUIRED_FIELDS:
+            if name not in value:
+                raise RecordError("%s lacks the field %s" % (where, name))
+            if not isinstance(value[name], kind) or isinstance(value[name], bool):
+                raise RecordError("%s field %s has the wrong type: %r"
+                                  % (where, name, value[name]))
+        extra = {k: v for k, v in value.items() if k not in dict(REQUIRED_FIELDS)}
+        try:
+            info = cls(domain=value["Domain"], url=value["ServerUrl"], uuid=value["UUID"],
+                       cpu=value["CPU"], extra=extra)
+        except RecordError:
+            raise
+        except ConfigError as error:
+            raise RecordError("%s: %s" % (where, error)) from error
+        if key is not None:
+            segments = key.rsplit("/", 2)
+            if len(segments) != 3 or segments[1] != info.domain:
+                raise RecordError("%s has Domain %r, which disagrees with its key"
+                                  % (where, info.domain))
+            if segments[2] != info.uuid:
+                raise RecordError("%s has UUID %r, which disagrees with its key"
+                                  % (where, info.uuid))
+        return info

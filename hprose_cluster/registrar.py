@@ -1,0 +1,202 @@
+"""Server side: keep one record registered in etcd for as long as the server lives.
+
+A Registrar grants a lease, puts the record on it, refreshes the lease every heartbeat on a
+named daemon thread, and watches its own key.  It never gives up: a lost lease (TTL 0 in a
+refresh reply, or no successful refresh for a whole TTL), a deleted key, an etcd restarted on
+the same or an empty data dir, or etcd unreachable for minutes all end with the record back
+in etcd, retried with jittered exponential backoff capped at ``max_backoff`` seconds.
+``close()`` revokes the lease, so the record disappears at once.
+
+It knows nothing about hprose: ``Registrar(ServerInfo(domain, url), etcd=...)`` registers any
+URL, a Go server's included.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from .backoff import Backoff
+from .errors import ConfigError, EtcdError, RegistrationError
+from .etcd import EtcdConfig, EtcdConnection, WatchHandle, events_of, is_delete_event
+from .record import ServerInfo
+
+log = logging.getLogger("hprose_cluster.registrar")
+
+DEFAULT_TTL = 10
+DEFAULT_HEARTBEAT = 3.0
+
+
+class Registrar:
+    """Keeps ``info`` registered under ``<prefix>/<domain>/<uuid>`` until ``close()``."""
+
+    def __init__(self, info: ServerInfo, *, etcd: EtcdConfig | str | None = None,
+                 ttl: int = DEFAULT_TTL, heartbeat: float = DEFAULT_HEARTBEAT,
+                 max_backoff: float = 3.0, connection: EtcdConnection | None = None):
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
+            raise ConfigError("ttl must be a whole number of seconds >= 1, got %r" % (ttl,))
+        if not 0 < heartbeat < ttl:
+            raise ConfigError("heartbeat must be between 0 and ttl (%r), got %r" % (ttl, heartbeat))
+        self.info = info
+        self.ttl = ttl
+        self.heartbeat = heartbeat
+        self._owns_connection = connection is None
+        self._connection = connection or EtcdConnection(EtcdConfig.coerce(etcd))
+        self.config = self._connection.config
+        self.key = info.key(self.config.prefix)
+        self._value = info.to_json()
+        self._backoff = Backoff(base=min(0.1, max_backoff), cap=max_backoff)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._lease_id: int | None = None
+        self._last_refresh = 0.0
+        self._watch: WatchHandle | None = None
+        self._key_missing = False
+        self._watch_broken = True
+        self.registrations = 0  # how many times the record was (re)written
+
+    # --- public ---------------------------------------------------------------------------
+
+    @property
+    def lease_id(self) -> int | None:
+        return self._lease_id
+
+    @property
+    def registered(self) -> bool:
+        """True while the record is believed to be in etcd (lease refreshed within its TTL)."""
+        return (self._lease_id is not None and not self._key_missing
+                and time.monotonic() - self._last_refresh < self.ttl)
+
+    def start(self) -> "Registrar":
+        """Register now (raising RegistrationError if etcd refuses or cannot be reached),
+        then keep the record alive in the background."""
+        if self._thread is not None:
+            return self
+        try:
+            self._register()
+        except EtcdError as error:
+            self._release()
+            raise RegistrationError("cannot register %s for domain %r at %s: %s"
+                                    % (self.info.url, self.info.domain,
+                                       self.config.describe(), error)) from error
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="hprose-cluster-registrar-%s" % self.info.uuid[:8])
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop refreshing and revoke the lease, so clients see the server leave at once."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(self.config.timeout * 2 + self.heartbeat)
+        self._release()
+
+    def __enter__(self) -> "Registrar":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _release(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        lease_id, self._lease_id = self._lease_id, None
+        if lease_id is not None:
+            try:
+                self._connection.revoke(lease_id)
+            except EtcdError as error:
+                log.warning("could not revoke the lease of %s (it expires within %d s): %s",
+                            self.key, self.ttl, error)
+        if self._owns_connection:
+            self._connection.close()
+
+    def _register(self) -> None:
+        """Put the record on a live lease: the current one if it still lives, else a new one."""
+        connection = self._connection
+        if self._lease_id is not None and connection.keepalive(self._lease_id) <= 0:
+            log.warning("lease %x of %s is gone; granting a new one", self._lease_id, self.key)
+            self._lease_id = None
+        if self._lease_id is None:
+            self._lease_id = connection.grant(self.ttl)
+        response = connection.put(self.key, self._value, self._lease_id)
+        self._last_refresh = time.monotonic()
+        self._key_missing = False
+        self.registrations += 1
+        log.info("registered %s -> %s (lease %x)", self.key, self.info.url, self._lease_id)
+        self._watch_own_key(response.header.revision + 1)
+
+    def _watch_own_key(self, start_revision: int) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        self._watch_broken = False
+        self._watch = self._connection.watch_key(self.key, start_revision, self._on_key_event)
+
+    def _on_key_event(self, response: Any) -> None:
+        """Runs on the etcd watcher thread: only flag and wake, never call etcd here."""
+        if self._closing:
+            return
+        if isinstance(response, Exception):
+            self._watch_broken = True
+            self._wake.set()
+            return
+        for event in events_of(response):
+            if is_delete_event(event):
+                log.warning("the record %s was deleted; putting it back", self.key)
+                self._key_missing = True
+                self._wake.set()
+
+    def _run(self) -> None:
+        delay = self.heartbeat
+        while True:
+            self._wake.wait(delay)
+            self._wake.clear()
+            if self._closing:
+                return
+            try:
+                delay = self._tick()
+                self._backoff.reset()
+            except EtcdError as error:
+                if self._closing:
+                    return
+                if self._lease_id is not None and time.monotonic() - self._last_refresh >= self.ttl:
+                    log.warning("no lease refresh for %s in %d s: treating the lease as lost",
+                                self.key, self.ttl)
+                    self._lease_id = None
+                delay = min(self._backoff.next(), self.heartbeat)
+                log.warning("registration of %s: %s (retrying in %.1f s)", self.key, error, delay)
+
+    def _tick(self) -> float:
+        """One step: re-register if needed, else refresh the lease. Returns the next wait."""
+        if self._lease_id is None or self._key_missing:
+            self._register()
+            return self.heartbeat
+        ttl = self._connection.keepalive(self._lease_id)
+        if ttl <= 0:
+            log.warning("lease %x of %s expired; registering again", self._lease_id, self.key)
+            self._lease_id = None
+            self._register()
+            return self.heartbeat
+        self._last_refresh = time.monotonic()
+        if self._watch_broken:
+            self._check_own_key()
+        return self.heartbeat
+
+    def _check_own_key(self) -> None:
+        """After a watch break: make sure the record is still ours, then watch it again."""
+        response = self._connection.get(self.key)
+        if not response.kvs or response.kvs[0].value != self._value:
+            self._register()
+        else:
+            self._watch_own_key(response.header.revision + 1)
