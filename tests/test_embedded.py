@@ -249,6 +249,7 @@ def test_killed_parent_takes_etcd_down(tmp_path: Path) -> None:
     )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                               cwd=str(Path(__file__).resolve().parent.parent))
+    etcd_pid = 0
     try:
         line = parent.stdout.readline() if parent.stdout else ""
         assert line.strip().isdigit(), f"child did not start etcd: {line!r}"
@@ -263,9 +264,13 @@ def test_killed_parent_takes_etcd_down(tmp_path: Path) -> None:
             parent.wait()
         if parent.stdout:
             parent.stdout.close()
+        if etcd_pid and process_alive(etcd_pid):  # the test failed: do not leave it running
+            os.kill(etcd_pid, signal.SIGKILL)
 
 
-def test_atexit_stops_etcd(tmp_path: Path) -> None:
+def test_normal_exit_stops_etcd(tmp_path: Path) -> None:
+    """A script that never closes its etcd leaves none behind when it exits (atexit hook,
+    with PR_SET_PDEATHSIG as the backstop)."""
     script = (
         "from hprose_cluster.embedded import EmbeddedEtcd\n"
         f"e = EmbeddedEtcd({str(tmp_path / 'data')!r}).start()\n"
@@ -274,7 +279,10 @@ def test_atexit_stops_etcd(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
                          cwd=str(Path(__file__).resolve().parent.parent))
     assert out.returncode == 0, out.stderr
-    assert wait_dead(int(out.stdout.strip()), 5)
+    etcd_pid = int(out.stdout.strip())
+    if not wait_dead(etcd_pid, 5):
+        os.kill(etcd_pid, signal.SIGKILL)
+        pytest.fail(f"etcd {etcd_pid} survived the exit of the script that started it")
 
 
 # --------------------------------------------------------------------------- fixtures
