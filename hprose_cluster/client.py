@@ -96,11 +96,11 @@ class ClusterClient(BaseClient):
             server = self.selector.pick(self.discovery.view, tried, self.ejector)
             if server is None:
                 break
-            tried.add(server.key)
+            tried.add(server.uuid)
             try:
                 reply = self._transport(server.url).round_trip(request, timeout)
             except TransportError as error:
-                self.ejector.failure(server.url)
+                self.ejector.failure(server.url, certain=not error.sent)
                 self.selector.failed(server)
                 failures.append((server, error))
                 if not policy.may_retry(error, idempotent):

@@ -35,13 +35,15 @@ Listener = Callable[[list[ServerInfo], list[ServerInfo]], None]
 
 
 class ServerView:
-    """An immutable snapshot of a domain: servers in key order, and a key index."""
+    """An immutable snapshot of a domain: servers in key order, indexed by etcd key and UUID
+    (within one domain the UUID is the last segment of the key, so both are unique)."""
 
-    __slots__ = ("servers", "by_key", "revision")
+    __slots__ = ("servers", "by_key", "by_uuid", "revision")
 
     def __init__(self, by_key: Mapping[str, ServerInfo], revision: int = 0):
         self.by_key = dict(by_key)
         self.servers = tuple(self.by_key[k] for k in sorted(self.by_key))
+        self.by_uuid = {server.uuid: server for server in self.servers}
         self.revision = revision
 
     def __len__(self) -> int:
@@ -50,8 +52,8 @@ class ServerView:
     def __iter__(self) -> Iterator[ServerInfo]:
         return iter(self.servers)
 
-    def __contains__(self, key: object) -> bool:
-        return key in self.by_key
+    def __contains__(self, uuid: object) -> bool:
+        return uuid in self.by_uuid
 
 
 _EMPTY = ServerView({})

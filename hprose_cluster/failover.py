@@ -9,8 +9,9 @@
   moves the primary to another server (the seed did).
 - A call never tries the same server twice; it tries at most ``max_attempts`` servers, waiting
   ``backoff * 2**n`` (capped at ``backoff_max``) between attempts.
-- Outlier ejection: a server that fails ``eject_after`` calls in a row is skipped for
-  ``eject_for`` seconds even while still registered (it covers the TTL window after a crash).
+- Outlier ejection: a server that fails ``eject_after`` calls in a row, or refuses a connection,
+  is skipped for ``eject_for`` seconds even while still registered (it covers the TTL window
+  after a crash), then gets calls again.
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ class Ejector:
         self._until: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def failure(self, url: str) -> None:
+    def failure(self, url: str, certain: bool = False) -> None:
+        """Count a failed call; ``certain`` (the connection was refused or could not be
+        opened at all) ejects at once: that server is not answering anyone."""
         if self.after <= 0:
             return
         with self._lock:
-            count = self._failures.get(url, 0) + 1
+            count = self.after if certain else self._failures.get(url, 0) + 1
             self._failures[url] = count
             if count >= self.after:
                 self._until[url] = time.monotonic() + self.cooldown

@@ -2,7 +2,7 @@
 
 Every selector answers ``pick(view, exclude, ejector)`` with one server (or None) in O(1)
 expected time whatever the domain's size, so a client costs the same with 1 or 10,000 servers.
-``exclude`` holds the keys already tried by this call; ``ejector`` says which URLs are cooling
+``exclude`` holds the UUIDs of the servers already tried by this call; ``ejector`` says which URLs are cooling
 down after repeated failures.  When every remaining server is cooling down, they are tried
 anyway: a possibly-bad server beats no server.
 """
@@ -32,13 +32,13 @@ class Selector(Protocol):
 
 
 def _usable(server: ServerInfo, exclude: Collection[str], ejector: Ejector) -> bool:
-    return server.key not in exclude and not ejector.is_ejected(server.url)
+    return server.uuid not in exclude and not ejector.is_ejected(server.url)
 
 
 def _scan(view: ServerView, exclude: Collection[str], ejector: Ejector,
           choose=random.choice) -> ServerInfo | None:
     """The slow path: filter the whole view (only when quick random draws kept missing)."""
-    untried = [s for s in view.servers if s.key not in exclude]
+    untried = [s for s in view.servers if s.uuid not in exclude]
     if not untried:
         return None
     healthy = [s for s in untried if not ejector.is_ejected(s.url)]
@@ -66,7 +66,7 @@ class RandomPrimary:
 
     def pick(self, view: ServerView, exclude: Collection[str], ejector: Ejector) -> ServerInfo | None:
         primary = self._primary
-        if primary is not None and view.by_key.get(primary.key) == primary \
+        if primary is not None and view.by_uuid.get(primary.uuid) == primary \
                 and _usable(primary, exclude, ejector):
             return primary
         server = _random_usable(view, exclude, ejector)
@@ -75,7 +75,7 @@ class RandomPrimary:
         return server
 
     def failed(self, server: ServerInfo) -> None:
-        if self._primary is not None and self._primary.key == server.key:
+        if self._primary is not None and self._primary.uuid == server.uuid:
             self._primary = None
 
     @property
