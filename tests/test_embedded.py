@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 import etcd3
+import grpc
 import pytest
 
 from hprose_cluster import embedded
@@ -345,3 +346,70 @@ def test_cluster_close_leaves_nothing(tmp_path: Path) -> None:
         assert all(p is not None and process_alive(p) for p in pids)
     assert not any(process_alive(p) for p in pids if p is not None)
     assert (tmp_path / "m0" / "etcd.log").is_file()
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (server and client use) and its key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_https_with_client_cert_auth(tmp_path: Path, etcd_factory: Callable[..., EmbeddedEtcd]) -> None:
+    cert, key = _self_signed(tmp_path)
+    server = etcd_factory(
+        data_dir=tmp_path / "data",
+        scheme="https",
+        extra_args=[
+            "--cert-file", str(cert), "--key-file", str(key),
+            "--trusted-ca-file", str(cert), "--client-cert-auth",
+        ],
+    )
+    assert server.client_url.startswith("https://")
+    assert server.check_health() == (True, "")
+    assert server.status()["version"]
+    client = etcd3.MultiEndpointEtcd3Client(
+        [etcd3.Endpoint("127.0.0.1", server.client_port, secure=True, time_retry=1.0,
+                        creds=grpc.ssl_channel_credentials(
+                            cert.read_bytes(), key.read_bytes(), cert.read_bytes()))],
+        failover=True, timeout=5,
+    )
+    try:
+        client.put("/tls", b"ok")
+        assert client.get("/tls")[0] == b"ok"
+    finally:
+        client.close()
