@@ -290,10 +290,10 @@ class HttpTransport:
 
     # --- one exchange ---------------------------------------------------------------------
 
-    def _set_timeout(self, conn: http.client.HTTPConnection, deadline: float | None,
-                     sent: bool) -> None:
+    def _set_timeout(self, sock: socket.socket, deadline: float | None, sent: bool) -> None:
+        """Give the next socket operation what is left of the call's time."""
         if deadline is None:
-            conn.sock.settimeout(None)
+            sock.settimeout(None)
             return
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -301,27 +301,30 @@ class HttpTransport:
                 raise TimeoutError("deadline passed")
             raise CallTimeout("call to %s timed out before it was sent" % (self.url,),
                               url=self.url, sent=False)
-        conn.sock.settimeout(remaining)
+        sock.settimeout(remaining)
 
     def _exchange(self, pooled: _PooledConnection, request: bytes, timeout: float | None,
                   deadline: float | None, reused: bool) -> bytes:
         """Send on ``pooled`` and read the reply; the connection goes back to the pool only
         after a complete, successful exchange, and is closed after anything else."""
         conn = pooled.http
+        # Kept apart from conn.sock: http.client drops that as soon as a reply says
+        # "Connection: close", while the reply body is still to be read from this socket.
+        sock = conn.sock
         ok = False
         try:
-            self._set_timeout(conn, deadline, sent=False)
+            self._set_timeout(sock, deadline, sent=False)
             headers = dict(self._headers)
             headers["Content-Type"] = "application/hprose"
             try:
                 conn.request("POST", self.target, body=request, headers=headers)
-                self._set_timeout(conn, deadline, sent=True)
+                self._set_timeout(sock, deadline, sent=True)
                 response = conn.getresponse()
             except _STALE_ERRORS as error:
                 if reused:
                     raise _StaleConnection() from error
                 raise
-            body = self._read_reply(conn, response, deadline)
+            body = self._read_reply(sock, response, deadline)
             ok = True
             return body
         except (_StaleConnection, CallTimeout, TransportError):
@@ -339,14 +342,14 @@ class HttpTransport:
             else:
                 conn.close()
 
-    def _read_reply(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse,
+    def _read_reply(self, sock: socket.socket, response: http.client.HTTPResponse,
                     deadline: float | None) -> bytes:
         if response.status != 200:
             # hprose's client raises HproseException('%d:%s'); a status is not an hprose
             # reply, so ours is a plain TransportError (sent=True: the server got the request).
             snippet = b""
             try:
-                self._set_timeout(conn, deadline, sent=True)
+                self._set_timeout(sock, deadline, sent=True)
                 snippet = response.read(200) if response.length != 0 else b""
             except Exception:  # the status alone is the message; the snippet is a courtesy
                 pass
@@ -364,7 +367,7 @@ class HttpTransport:
             if declared is not None and total >= declared:
                 break
             want = _CHUNK if declared is None else min(_CHUNK, declared - total)
-            self._set_timeout(conn, deadline, sent=True)
+            self._set_timeout(sock, deadline, sent=True)
             chunk = response.read(want)
             if not chunk:
                 if declared is not None:

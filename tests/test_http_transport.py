@@ -1,0 +1,554 @@
+"""hprose over HTTP: HttpTransport / HttpClient against HttpServer, on real loopback sockets."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import hprose
+import pytest
+from hprose.common import HproseException
+
+from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, TransportError
+from hprose_cluster.transport.http import HttpClient, HttpServer, HttpTransport
+
+pytestmark = pytest.mark.timeout(60)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _http_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("hprose-cluster-http-")]
+
+
+def _service(server: HttpServer, release: threading.Event, started: threading.Event) -> None:
+    def hello(name: str) -> str:
+        return "Hello " + name
+
+    def sum(a: int, b: int) -> int:  # noqa: A001 - the remote name
+        return a + b
+
+    def fail() -> None:
+        raise ValueError("boom")
+
+    def port(context: dict) -> str:
+        return context["REMOTE_PORT"]
+
+    def slow(seconds: float) -> str:
+        started.set()
+        release.wait(seconds)
+        return "done"
+
+    def big(n: int) -> str:
+        return "x" * n
+
+    for function in (hello, sum, fail, port, slow, big):
+        server.addFunction(function)
+
+
+class Servers:
+    """Starts HttpServers with the test service; stops them all at teardown."""
+
+    def __init__(self) -> None:
+        self.servers: list[HttpServer] = []
+        self.release = threading.Event()
+        self.started = threading.Event()
+
+    def __call__(self, host: str = "127.0.0.1", **options: Any) -> HttpServer:
+        server = HttpServer(host, 0, **options)
+        _service(server, self.release, self.started)
+        server.start(block=False)
+        self.servers.append(server)
+        return server
+
+    def close(self) -> None:
+        self.release.set()
+        for server in self.servers:
+            server.stop(drain_timeout=2)
+
+
+@pytest.fixture
+def servers() -> Iterator[Servers]:
+    factory = Servers()
+    try:
+        yield factory
+    finally:
+        factory.close()
+    assert _http_threads() == []
+
+
+@pytest.fixture
+def server(servers: Servers) -> HttpServer:
+    return servers()
+
+
+def _raw(server: HttpServer, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``data`` on a fresh connection, stop writing, return everything until EOF."""
+    with socket.create_connection(server.address, timeout=timeout) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+# ------------------------------------------------------------------------------- round trips
+
+
+def test_round_trip_with_our_client(server: HttpServer) -> None:
+    with HttpClient(server.url) as client:
+        assert client.hello("world") == "Hello world"
+        assert client.sum(12, 30) == 42
+        assert client.useService().hello("proxy") == "Hello proxy"
+        with pytest.raises(HproseException, match="boom"):
+            client.fail()
+
+
+def test_hprose_own_http_client_against_our_server(server: HttpServer) -> None:
+    client = hprose.HttpClient(server.url)
+    assert client.hello("hprose") == "Hello hprose"
+    assert client.sum(1, 2) == 3
+
+
+def test_get_returns_function_list_as_text_plain(server: HttpServer) -> None:
+    with urllib.request.urlopen(server.url, timeout=5) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "text/plain"
+        body = response.read()
+    assert body.startswith(b"Fa") and b'"hello"' in body and body.endswith(b"z")
+
+
+def test_ipv6_loopback(servers: Servers) -> None:
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6")
+    server = servers("::1")
+    assert server.address[0] == "::1"
+    assert server.url == "http://[::1]:%d/" % server.address[1]
+    with HttpClient(server.url) as client:
+        assert client.hello("six") == "Hello six"
+
+
+def test_url_path_and_query_are_sent(servers: Servers) -> None:
+    server = servers()
+    seen = []
+    server.addFunction(lambda context: seen.append((context["PATH_INFO"],
+                                                    context["QUERY_STRING"])), "where")
+    with HttpClient(server.url + "svc/hello?x=1") as client:
+        client.where()
+    assert seen == [("/svc/hello", "x=1")]
+
+
+def test_unknown_scheme_is_config_error() -> None:
+    with pytest.raises(ConfigError, match="ftp://h/"):
+        HttpTransport("ftp://h/")
+    with pytest.raises(ConfigError):
+        HttpTransport("http://h/", pool_size=0)
+
+
+# ------------------------------------------------------------------------------- keep-alive
+
+
+def test_keep_alive_reuses_one_connection(server: HttpServer) -> None:
+    with HttpClient(server.url) as client:
+        ports = {client.port() for _ in range(50)}
+    assert len(ports) == 1
+
+
+def test_server_idle_timeout_then_next_call_succeeds(servers: Servers) -> None:
+    server = servers(idle_timeout=0.2)
+    with HttpClient(server.url) as client:
+        first = client.port()
+        time.sleep(0.6)  # the server closes the idle connection meanwhile
+        assert client.hello("again") == "Hello again"
+        assert client.port() != first  # a new connection was opened
+
+
+def _fake_server(script: Callable[[int, socket.socket], None]) -> tuple[str, Callable[[], None]]:
+    """A raw HTTP server: ``script(connection_number, sock)`` handles each connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def run() -> None:
+        count = 0
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                sock, _ = listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            count += 1
+            with sock:
+                try:
+                    script(count, sock)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=run, daemon=True, name="fake-http-server")
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        thread.join()
+        listener.close()
+
+    return "http://127.0.0.1:%d/" % listener.getsockname()[1], close
+
+
+def _read_request(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int([line.split(b":")[1] for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:")][0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return body
+
+
+def _reply(sock: socket.socket, body: bytes) -> None:
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+                 % (len(body), body))
+
+
+def test_stale_connection_closed_as_request_arrives_is_retried_once() -> None:
+    """Connection 1 answers one call, then closes when the next request arrives, as a server
+    closing an idle connection does (the race the pre-reuse check cannot see)."""
+    requests: list[tuple[int, bytes]] = []
+
+    def script(number: int, sock: socket.socket) -> None:
+        requests.append((number, _read_request(sock)))
+        if number == 1:
+            _reply(sock, b"R1z")
+            _read_request(sock)  # the second request: close without answering
+            return
+        _reply(sock, b"R2z")
+
+    url, close = _fake_server(script)
+    try:
+        with HttpTransport(url) as transport:
+            assert transport.round_trip(b"Cs1\"a\"z", 5) == b"R1z"
+            assert transport.round_trip(b"Cs1\"b\"z", 5) == b"R2z"
+    finally:
+        close()
+    assert [number for number, _ in requests] == [1, 2]
+
+
+def test_fresh_connection_closed_without_reply_is_not_retried() -> None:
+    attempts = []
+
+    def script(number: int, sock: socket.socket) -> None:
+        attempts.append(_read_request(sock))  # read, then close without a reply
+
+    url, close = _fake_server(script)
+    try:
+        with HttpTransport(url) as transport:
+            with pytest.raises(TransportError) as info:
+                transport.round_trip(b"Cs1\"a\"z", 5)
+    finally:
+        close()
+    assert info.value.sent is True and url in str(info.value)
+    assert not isinstance(info.value, ConnectError)
+    assert len(attempts) == 1
+
+
+def test_non_200_status_is_transport_error_naming_status_and_url(servers: Servers) -> None:
+    server = servers(max_body=100)
+    with HttpClient(server.url) as client:
+        with pytest.raises(TransportError) as info:
+            client.hello("x" * 500)
+        assert "413" in str(info.value) and server.url in str(info.value)
+        assert client.hello("ok") == "Hello ok"  # a new connection works
+
+
+def test_reply_larger_than_max_body_is_refused(server: HttpServer) -> None:
+    with HttpClient(server.url, max_body=1000) as client:
+        assert len(client.big(900)) == 900
+        with pytest.raises(TransportError, match="max_body"):
+            client.big(5000)
+
+
+# --------------------------------------------------------------------------- threads, errors
+
+
+def test_eight_threads_share_one_client(server: HttpServer) -> None:
+    errors: list[BaseException] = []
+    ports: set[str] = set()
+    with HttpClient(server.url, pool_size=8) as client:
+        def work(i: int) -> None:
+            try:
+                for j in range(30):
+                    assert client.sum(i, j) == i + j
+                    ports.add(client.port())
+            except BaseException as error:  # reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert 1 <= len(ports) <= 8
+
+
+def test_refused_port_is_connect_error_not_sent() -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    url = "http://127.0.0.1:%d/" % port
+    with HttpClient(url) as client:
+        with pytest.raises(ConnectError) as info:
+            client.hello("nobody")
+    assert info.value.sent is False
+    assert url in str(info.value)
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
+
+
+def test_slow_function_is_call_timeout(servers: Servers) -> None:
+    server = servers()
+    with HttpClient(server.url, timeout=0.3) as client:
+        start = time.monotonic()
+        with pytest.raises(CallTimeout) as info:
+            client.slow(10)
+        assert time.monotonic() - start < 2
+        assert info.value.sent is True and server.url in str(info.value)
+        servers.release.set()
+        assert client.hello("after") == "Hello after"
+
+
+# ------------------------------------------------------------------------------ stop, drain
+
+
+def test_stop_drains_a_call_in_progress_and_leaves_no_thread(servers: Servers) -> None:
+    server = servers()
+    result: list[Any] = []
+    with HttpClient(server.url) as client:
+        caller = threading.Thread(target=lambda: result.append(client.slow(0.5)))
+        caller.start()
+        assert servers.started.wait(5)
+        assert server.in_flight == 1
+        server.stop(drain_timeout=5)
+        caller.join(5)
+        assert result == ["done"]
+        assert server.in_flight == 0
+        assert _http_threads() == []
+        with pytest.raises(ConnectError):  # no longer accepting
+            client.hello("late")
+    server.stop()  # idempotent
+
+
+def test_stop_closes_idle_keep_alive_connections_at_once(server: HttpServer) -> None:
+    with HttpClient(server.url) as client:
+        client.hello("x")  # leaves an idle keep-alive connection open on the server
+        start = time.monotonic()
+        server.stop(drain_timeout=5)
+        assert time.monotonic() - start < 1.5
+    assert _http_threads() == []
+
+
+def test_hooks_and_listen(servers: Servers) -> None:
+    calls = []
+
+    class Hooked(HttpServer):
+        def _on_listening(self) -> None:
+            calls.append(("listening", self.url))
+
+        def _before_stop(self) -> None:
+            calls.append(("before_stop", self.in_flight))
+
+    server = Hooked("127.0.0.1", 0)
+    server.listen()
+    server.listen()
+    assert server.address[1] != 0 and server.scheme == "http"
+    server.start(block=False)
+    assert [t for t in _http_threads() if t.startswith("hprose-cluster-http-serve")]
+    server.stop()
+    server.stop()
+    assert calls == [("listening", server.url), ("before_stop", 0)]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_blocking_start_gracefully(signum: int) -> None:
+    code = textwrap.dedent("""
+        import sys
+        from hprose_cluster.transport.http import HttpServer
+        server = HttpServer("127.0.0.1", 0)
+        server._on_listening = lambda: print(server.url, flush=True)
+        server.start()
+        print("returned", server.in_flight, flush=True)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=REPO,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert HttpClient(url).useService() is not None
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert out.strip() == "returned 0"
+    assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------- malformed requests
+
+
+def test_oversized_content_length_gets_413_without_reading_body(servers: Servers) -> None:
+    server = servers(max_body=1000)
+    # No body is sent: if the server tried to read (or allocate) it, no reply would come.
+    reply = _raw(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 413 ")
+    assert b"Connection: close" in reply
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 413 ")
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"POST / HTTP/1.1\r\nHost: x\r\n\r\n", b"411"),
+    (b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", b"400"),
+    (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nzzzz", b"400"),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n", b"411"),
+    (b"this is not http\r\n\r\n", b"400"),
+    (b"GET /\r\n", b"400"),
+    (b"POST / HTTP/9.9\r\nContent-Length: 1\r\n\r\nz", b"505"),
+    (b"BREW / HTTP/1.1\r\n\r\n", b"501"),
+])
+def test_malformed_requests_get_4xx_and_server_keeps_serving(
+        server: HttpServer, request_bytes: bytes, status: bytes) -> None:
+    reply = _raw(server, request_bytes)
+    assert reply.split(b" ", 2)[1] == status, reply
+    with HttpClient(server.url) as client:
+        assert client.hello("still") == "Hello still"
+
+
+def test_raw_keep_alive_pipeline_gets_two_answers(server: HttpServer) -> None:
+    body = b'Cs5"hello"a1{s1"a"}z'
+    one = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    reply = _raw(server, one + one)
+    assert reply.count(b"HTTP/1.1 200 OK") == 2
+    assert reply.count(b'Rs7"Hello a"z') == 2
+
+
+# ------------------------------------------------------------------------------------ HTTPS
+
+
+def _make_ca(name: str) -> tuple[Any, Any]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                         crl_sign=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return key, cert
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    tmp = tmp_path_factory.mktemp("pki")
+    ca_key, ca_cert = _make_ca("hprose-cluster test CA")
+    _, other_ca = _make_ca("some other CA")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.IPAddress(ipaddress.ip_address("::1"))]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    paths = {"ca": tmp / "ca.pem", "other_ca": tmp / "other.pem",
+             "cert": tmp / "server.pem", "key": tmp / "server.key"}
+    paths["ca"].write_bytes(ca_cert.public_bytes(pem))
+    paths["other_ca"].write_bytes(other_ca.public_bytes(pem))
+    paths["cert"].write_bytes(cert.public_bytes(pem))
+    paths["key"].write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    return paths
+
+
+@pytest.fixture
+def https_server(servers: Servers, pki: dict[str, Path]) -> HttpServer:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki["cert"], pki["key"])
+    return servers(ssl_context=context)
+
+
+def test_https_call_with_the_right_ca(https_server: HttpServer, pki: dict[str, Path]) -> None:
+    assert https_server.scheme == "https" and https_server.url.startswith("https://127.0.0.1:")
+    context = ssl.create_default_context(cafile=str(pki["ca"]))
+    with HttpClient(https_server.url, ssl_context=context) as client:
+        assert client.hello("tls") == "Hello tls"
+        assert len({client.port() for _ in range(10)}) == 1  # keep-alive over TLS too
+
+
+def test_https_wrong_ca_is_clear_connect_error(https_server: HttpServer,
+                                               pki: dict[str, Path]) -> None:
+    wrong = ssl.create_default_context(cafile=str(pki["other_ca"]))
+    with HttpClient(https_server.url, ssl_context=wrong) as client:
+        with pytest.raises(ConnectError) as info:
+            client.hello("tls")
+    message = str(info.value)
+    assert "certificate verification failed" in message and https_server.url in message
+    assert info.value.sent is False
+    # the failed handshake did not hurt the server
+    right = ssl.create_default_context(cafile=str(pki["ca"]))
+    with HttpClient(https_server.url, ssl_context=right) as client:
+        assert client.hello("again") == "Hello again"
+
+
+def test_https_default_context_uses_system_store(https_server: HttpServer) -> None:
+    with HttpClient(https_server.url) as client:
+        with pytest.raises(ConnectError, match="certificate verification failed"):
+            client.hello("tls")
