@@ -39,7 +39,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import Future
@@ -267,7 +266,7 @@ class EmbeddedEtcd:
         if scheme not in ("http", "https"):
             raise ValueError(f"scheme must be 'http' or 'https', not {scheme!r}")
         if initial_cluster_state not in ("new", "existing"):
-            raise ValueError(f"initial_cluster_state must be 'new' or 'existing'")
+            raise ValueError("initial_cluster_state must be 'new' or 'existing'")
         self.host = host
         self.name = name
         self.fast = fast
