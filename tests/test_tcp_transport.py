@@ -1,0 +1,493 @@
+"""Behaviour of the TCP transport: pooling, full duplex, timeouts, failures, hostile peers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Iterator
+
+import hprose
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, FrameError, TransportError
+from hprose_cluster.transport import wire
+from hprose_cluster.transport.tcp import TcpClient, TcpServer, TcpTransport, parse_tcp_url
+
+pytestmark = pytest.mark.timeout(60)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def our_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("hprose-cluster-tcp")}
+
+
+def make_server(host: str = "127.0.0.1", **kwargs: object) -> TcpServer:
+    server = TcpServer(host, 0, **kwargs)  # type: ignore[arg-type]
+    state = {"max_in_flight": 0}
+    lock = threading.Lock()
+
+    def hello(name: str) -> str:
+        return "Hello " + name
+
+    def echo(value: object) -> object:
+        return value
+
+    def slow(seconds: float, value: object) -> object:
+        with lock:
+            state["max_in_flight"] = max(state["max_in_flight"], server.in_flight)
+        time.sleep(seconds)
+        return value
+
+    server.add(hello)
+    server.add(echo)
+    server.add(slow)
+    server.state = state  # type: ignore[attr-defined]
+    return server
+
+
+@pytest.fixture
+def server() -> Iterator[TcpServer]:
+    server = make_server()
+    server.start(block=False)
+    yield server
+    server.stop(drain_timeout=2)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- URLs, schemes
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:80", "unix:/tmp/x", "tcp://127.0.0.1",
+                                 "tcp://:4321", "tcp://127.0.0.1:notaport", "tcp8://h:1"])
+def test_bad_urls_raise_config_error_naming_the_url(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        TcpTransport(url)
+    assert url in str(caught.value)
+
+
+def test_url_parsing() -> None:
+    assert parse_tcp_url("tcp://example.com:4321/ignored/path")[:3] == ("tcp", "example.com", 4321)
+    assert parse_tcp_url("TCP4://127.0.0.1:1")[3] == socket.AF_INET
+    assert parse_tcp_url("tcp6://[::1]:2")[1:] == ("::1", 2, socket.AF_INET6)
+
+
+def test_server_scheme_and_url() -> None:
+    assert TcpServer("127.0.0.1").scheme == "tcp4"
+    assert TcpServer("0.0.0.0").scheme == "tcp4"
+    assert TcpServer("::").scheme == "tcp6"
+    assert TcpServer("localhost").scheme == "tcp"
+    assert TcpServer("localhost", family=socket.AF_INET).scheme == "tcp4"
+    server = TcpServer("127.0.0.1", 0)
+    server.listen()
+    server.listen()  # idempotent
+    try:
+        host, port = server.address  # type: ignore[misc]
+        assert host == "127.0.0.1" and port > 0
+        assert server.url == "tcp4://127.0.0.1:%d" % port
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback")
+def test_ipv6_round_trip() -> None:
+    server = make_server("::1")
+    server.start(block=False)
+    try:
+        assert server.url.startswith("tcp6://[::1]:")
+        for full_duplex in (False, True):
+            with TcpClient(server.url, timeout=5, full_duplex=full_duplex) as client:
+                assert client.hello("v6") == "Hello v6"
+        with pytest.raises(ConnectError):  # tcp4 to an IPv6 literal cannot connect
+            TcpClient("tcp4://[::1]:%d" % server.address[1], timeout=5).hello("x")  # type: ignore[index]
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_32_threads_over_one_full_duplex_connection(server: TcpServer) -> None:
+    accepted_before = len(server._tcp_connections)
+    errors: list[BaseException] = []
+    with TcpClient(server.url, timeout=10, full_duplex=True) as client:
+        def work(n: int) -> None:
+            try:
+                for i in range(40):
+                    value = "%d-%d" % (n, i)
+                    assert client.echo(value) == value
+                    if i % 10 == 0:
+                        assert client.slow(0.01, n) == n
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not errors, errors[:3]
+        assert len(server._tcp_connections) - accepted_before == 1
+        assert server.state["max_in_flight"] > 1  # type: ignore[attr-defined]
+
+
+def test_half_duplex_pool_is_bounded_and_reused(server: TcpServer) -> None:
+    with TcpClient(server.url, timeout=10, pool_size=2) as client:
+        results: list[object] = []
+        threads = [threading.Thread(target=lambda n=n: results.append(client.slow(0.1, n)))
+                   for n in range(6)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        elapsed = time.monotonic() - started
+        assert sorted(results) == list(range(6))  # type: ignore[type-var]
+        assert server.state["max_in_flight"] == 2  # type: ignore[attr-defined]
+        assert elapsed >= 0.29  # three waves of two
+        assert len(client.transport._open) == 2
+        assert len(server._tcp_connections) == 2
+
+
+@pytest.mark.parametrize("full_duplex", [False, True], ids=["half", "full"])
+def test_4_mib_argument(server: TcpServer, full_duplex: bool) -> None:
+    blob = os.urandom(4 * 1024 * 1024)
+    with TcpClient(server.url, timeout=20, full_duplex=full_duplex) as client:
+        assert client.echo(blob) == blob
+        assert client.hello("after") == "Hello after"
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_connect_refused_is_connect_error() -> None:
+    url = "tcp://127.0.0.1:%d" % free_port()
+    for full_duplex in (False, True):
+        with TcpClient(url, timeout=5, full_duplex=full_duplex) as client:
+            with pytest.raises(ConnectError) as caught:
+                client.hello("x")
+        assert caught.value.sent is False
+        assert url in str(caught.value) and caught.value.url == url
+        assert caught.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("full_duplex", [False, True], ids=["half", "full"])
+def test_timeout_is_call_timeout_and_late_reply_is_not_taken(server: TcpServer,
+                                                             full_duplex: bool) -> None:
+    with TcpClient(server.url, timeout=5, full_duplex=full_duplex, pool_size=1) as client:
+        started = time.monotonic()
+        with pytest.raises(CallTimeout) as caught:
+            client.slow(0.5, "late", timeout=0.1)
+        assert time.monotonic() - started < 0.45
+        assert caught.value.sent is True and server.url in str(caught.value)
+        assert client.hello("next") == "Hello next"  # not the late "late"
+        time.sleep(0.5)
+        assert client.hello("again") == "Hello again"
+
+
+def test_waiting_for_a_pool_slot_times_out_unsent(server: TcpServer) -> None:
+    with TcpClient(server.url, timeout=5, pool_size=1) as client:
+        busy = threading.Thread(target=client.slow, args=(0.5, 1))
+        busy.start()
+        time.sleep(0.1)
+        with pytest.raises(CallTimeout) as caught:
+            client.hello("x", timeout=0.1)
+        assert caught.value.sent is False
+        busy.join()
+
+
+SERVER_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from hprose_cluster.transport.tcp import TcpServer
+    server = TcpServer("127.0.0.1", int(sys.argv[1]))
+    def hello(name):
+        return "Hello " + name
+    def slow(seconds):
+        print("SLOW", flush=True)
+        time.sleep(seconds)
+        return seconds
+    server.add(hello)
+    server.add(slow)
+    server._on_listening = lambda: print("READY", server.address[1], flush=True)
+    server.start()
+    print("RETURNED", flush=True)
+""")
+
+
+def spawn_server(port: int = 0) -> tuple[subprocess.Popen[str], int]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT, str(port)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    assert line[:1] == ["READY"], line
+    return proc, int(line[1])
+
+
+def test_server_killed_mid_call_then_restarted() -> None:
+    proc, port = spawn_server()
+    url = "tcp://127.0.0.1:%d" % port
+    try:
+        for full_duplex in (False, True):
+            with TcpClient(url, timeout=10, full_duplex=full_duplex) as client:
+                assert client.hello("a") == "Hello a"
+                outcome: list[BaseException] = []
+
+                def call() -> None:
+                    try:
+                        client.slow(5)
+                    except BaseException as error:
+                        outcome.append(error)
+
+                caller = threading.Thread(target=call)
+                caller.start()
+                assert proc.stdout is not None and proc.stdout.readline().strip() == "SLOW"
+                started = time.monotonic()
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(5)
+                caller.join(5)
+                assert time.monotonic() - started < 3
+                assert len(outcome) == 1 and type(outcome[0]) is TransportError
+                assert outcome[0].sent is True and url in str(outcome[0])
+                proc, again = spawn_server(port)  # same port
+                assert again == port
+                assert client.hello("b") == "Hello b"
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_blocking_start_stops_gracefully_on_signal(sig: int) -> None:
+    proc, port = spawn_server()
+    try:
+        with TcpClient("tcp://127.0.0.1:%d" % port, timeout=5) as client:
+            assert client.hello("x") == "Hello x"
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=10)
+        assert out.strip() == "RETURNED"
+        assert proc.returncode == 0
+    finally:
+        proc.kill()
+
+
+def test_broken_connection_fails_only_its_calls(server: TcpServer) -> None:
+    with TcpClient(server.url, timeout=5, pool_size=2) as client:
+        outcomes: list[object] = []
+        threads = [threading.Thread(target=lambda: outcomes.append(client.slow(0.3, "ok")))]
+        threads[0].start()
+        time.sleep(0.05)
+        # break one pooled connection from the server side, while the other one is in use
+        victim = threading.Thread(target=lambda: outcomes.append(_catch(client.slow, 0.3, "x")))
+        victim.start()
+        time.sleep(0.1)
+        conns = sorted(server._tcp_connections, key=lambda c: c.peer[1])
+        conns[-1].force_close()
+        for thread in threads + [victim]:
+            thread.join(5)
+        assert "ok" in outcomes
+        assert any(isinstance(o, TransportError) for o in outcomes)
+        assert client.hello("y") == "Hello y"
+
+
+def _catch(func, *args):  # type: ignore[no-untyped-def]
+    try:
+        return func(*args)
+    except TransportError as error:
+        return error
+
+
+def test_idle_connection_dropped_by_server_is_replaced() -> None:
+    server = make_server()
+    server.start(block=False)
+    port = server.address[1]  # type: ignore[index]
+    with TcpClient(server.url, timeout=5) as client:
+        assert client.hello("a") == "Hello a"
+        server.stop()
+        again = make_server()
+        again.port = port
+        again.start(block=False)
+        try:
+            assert client.hello("b") == "Hello b"
+        finally:
+            again.stop()
+
+
+def test_oversized_reply_is_frame_error() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.recv(1024)
+        conn.sendall(b"\x7f\xff\xff\xff" + b"x" * 100)  # declares 2 GiB
+        time.sleep(0.5)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with TcpClient("tcp://127.0.0.1:%d" % port, timeout=5, max_frame=1024) as client:
+            with pytest.raises(FrameError) as caught:
+                client.hello("x")
+            assert "2147483647" in str(caught.value) and str(port) in str(caught.value)
+            assert not client.transport._open  # that connection was dropped
+    finally:
+        thread.join(5)
+        listener.close()
+
+
+def test_close_leaves_no_thread_behind() -> None:
+    before = our_threads()
+    assert not before
+    server = make_server()
+    server.start(block=False)
+    for full_duplex in (False, True):
+        client = TcpClient(server.url, timeout=5, full_duplex=full_duplex)
+        assert client.hello("x") == "Hello x"
+        assert client.slow(0, 1) == 1
+        client.close()
+        client.close()
+    with socket.create_connection(server.address) as raw:  # type: ignore[arg-type]
+        raw.sendall(wire.encode_full(b'Cs5"hello"a1{s1"x"}z', 7))
+        assert raw.recv(100)
+        assert our_threads()
+        server.stop()
+        server.stop()  # idempotent
+    assert not our_threads(), our_threads()
+
+
+def test_stop_drains_in_flight_calls_and_runs_hooks() -> None:
+    calls: list[str] = []
+
+    class Hooked(TcpServer):
+        def _on_listening(self) -> None:
+            calls.append("listening:%d" % self.address[1])  # type: ignore[index]
+
+        def _before_stop(self) -> None:
+            calls.append("before_stop:%d" % self.in_flight)
+
+    server = Hooked("127.0.0.1", 0)
+    server.add(lambda s: time.sleep(s) or s, "slow")
+    server.start(block=False)
+    results: list[object] = []
+    with TcpClient(server.url, timeout=5, full_duplex=True) as client:
+        caller = threading.Thread(target=lambda: results.append(client.slow(0.3)))
+        caller.start()
+        time.sleep(0.1)
+        assert server.in_flight == 1
+        server.stop(drain_timeout=5)
+        caller.join(5)
+    assert results == [0.3]
+    assert calls == ["listening:%d" % server.address[1], "before_stop:1"]  # type: ignore[index]
+    with pytest.raises(ConnectError):
+        TcpClient(server.url, timeout=1).hello("x")
+
+
+# --------------------------------------------------------------------------- hostile peers
+
+
+def test_oversized_declared_length_closes_that_connection_only(
+        server: TcpServer, caplog: pytest.LogCaptureFixture) -> None:
+    with TcpClient(server.url, timeout=5, full_duplex=True) as good:
+        assert good.hello("a") == "Hello a"
+        with caplog.at_level(logging.ERROR, logger="hprose_cluster.transport.tcp"):
+            for header in (b"\x7f\xff\xff\xff", b"\xff\xff\xff\xff\x00\x00\x00\x01"):
+                with socket.create_connection(server.address) as raw:  # type: ignore[arg-type]
+                    raw.settimeout(5)
+                    raw.sendall(header + b"garbage")
+                    assert raw.recv(100) == b""  # closed without an answer
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 2 and "2147483647" in errors[0].getMessage()
+        assert good.hello("b") == "Hello b"
+
+
+def test_declared_2_gib_is_never_allocated() -> None:
+    server = make_server(max_frame=wire.LENGTH_MASK)  # the limit lets 2 GiB through
+    server.start(block=False)
+    tracemalloc.start()
+    try:
+        with socket.create_connection(server.address) as raw:  # type: ignore[arg-type]
+            raw.settimeout(5)
+            raw.sendall(b"\x7f\xff\xff\xf0" + b"x" * 100_000)
+            raw.shutdown(socket.SHUT_WR)
+            assert raw.recv(100) == b""  # the server read what came, then saw EOF
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        server.stop()
+    assert peak < 16 * 1024 * 1024, peak
+
+
+frames = st.one_of(
+    st.binary(max_size=64),
+    st.builds(lambda n, body: n.to_bytes(4, "big") + body,
+              st.integers(0, 2**32 - 1), st.binary(max_size=64)),
+    st.builds(lambda body, rid, full: wire.encode(body, rid if full else None),
+              st.binary(max_size=64), st.integers(0, 2**32 - 1), st.booleans()),
+)
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[TcpServer]:
+    server = make_server(max_frame=4096)
+    server.start(block=False)
+    yield server
+    server.stop(drain_timeout=2)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(frames, min_size=1, max_size=4))
+def test_random_frames_do_not_hurt_other_clients(shared_server: TcpServer,
+                                                 chunks: list[bytes]) -> None:
+    with socket.create_connection(shared_server.address) as raw:  # type: ignore[arg-type]
+        raw.settimeout(5)
+        try:
+            raw.sendall(b"".join(chunks))
+            raw.shutdown(socket.SHUT_WR)
+        except OSError:  # the server may have closed on us already: fine
+            pass
+        received = b""
+        while True:  # every reply the server chose to send, then its close
+            try:
+                data = raw.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            received += data
+    # whatever came back is well-formed frames
+    while received:
+        word = int.from_bytes(received[:4], "big")
+        header = 8 if word & wire.FULL_DUPLEX_BIT else 4
+        length = word & wire.LENGTH_MASK
+        body = received[header:header + length]
+        assert len(body) == length and body[:1] in (b"R", b"E", b"F") and body[-1:] == b"z"
+        received = received[header + length:]
+    with TcpClient(shared_server.url, timeout=5) as good:
+        assert good.hello("still") == "Hello still"
