@@ -35,18 +35,25 @@ def fail() -> None:
     raise Exception("boom")
 
 
+def sleep(seconds: float) -> float:
+    """Answer after ``seconds``: a slow call, for timeout, drain and kill-mid-call tests."""
+    time.sleep(float(seconds))
+    return seconds
+
+
 def make_server(transport: str, domain: str, *, etcd: str | None = None, host: str = "127.0.0.1",
-                port: int = 0, ttl: int = 10, heartbeat: float = 3.0):
-    """A ClusterHttpServer or ClusterTcpServer serving hello, sum, fail and whoami."""
+                port: int = 0, ttl: int = 10, heartbeat: float = 3.0, drain_delay: float = 0.5):
+    """A ClusterHttpServer or ClusterTcpServer serving hello, sum, fail, sleep and whoami."""
     from .server import ClusterHttpServer, ClusterTcpServer
 
     cls = {"http": ClusterHttpServer, "tcp": ClusterTcpServer}[transport]
-    server = cls(domain, host, port, etcd=etcd, ttl=ttl, heartbeat=heartbeat)
+    server = cls(domain, host, port, etcd=etcd, ttl=ttl, heartbeat=heartbeat,
+                 drain_delay=drain_delay)
 
     def whoami() -> str:
         return "%s (pid %d)" % (server.url, os.getpid())
 
-    for function in (hello, sum, fail, whoami):
+    for function in (hello, sum, fail, sleep, whoami):
         server.addFunction(function)
     return server
 
@@ -62,10 +69,15 @@ def serve_main(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ttl", type=int, default=10)
     parser.add_argument("--heartbeat", type=float, default=3.0)
+    parser.add_argument("--drain-delay", type=float, default=0.5,
+                        help="seconds between leaving the registry and closing connections "
+                             "on SIGTERM (default 0.5)")
+    parser.add_argument("--drain-timeout", type=float, default=10.0,
+                        help="longest wait for calls in flight on SIGTERM (default 10)")
     args = parser.parse_args(argv)
     server = make_server(args.transport, args.domain or HELLO_DOMAINS[args.transport],
                          etcd=args.etcd, host=args.host, port=args.port, ttl=args.ttl,
-                         heartbeat=args.heartbeat)
+                         heartbeat=args.heartbeat, drain_delay=args.drain_delay)
     server.start(block=False)
     # One line for whoever started us: the server is registered and serving.
     print("READY %s %d" % (server.url, os.getpid()), flush=True)
@@ -78,7 +90,7 @@ def serve_main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     while not stop["now"]:
         time.sleep(0.1)
-    server.stop()
+    server.stop(drain_timeout=args.drain_timeout)
     return 0
 
 
