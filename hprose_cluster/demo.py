@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 HELLO_DOMAINS = {"tcp": "tcp.hello.server", "http": "http.hello.server"}
 
@@ -42,13 +42,15 @@ def sleep(seconds: float) -> float:
 
 
 def make_server(transport: str, domain: str, *, etcd: str | None = None, host: str = "127.0.0.1",
-                port: int = 0, ttl: int = 10, heartbeat: float = 3.0, drain_delay: float = 0.5):
-    """A ClusterHttpServer or ClusterTcpServer serving hello, sum, fail, sleep and whoami."""
+                port: int = 0, ttl: int = 10, heartbeat: float = 3.0, drain_delay: float = 0.5,
+                **options: Any):
+    """A ClusterHttpServer or ClusterTcpServer serving hello, sum, fail, sleep and whoami
+    (``options`` go to the server class: ``uuid``, ``cpu``, ``advertise_url``, ...)."""
     from .server import ClusterHttpServer, ClusterTcpServer
 
     cls = {"http": ClusterHttpServer, "tcp": ClusterTcpServer}[transport]
     server = cls(domain, host, port, etcd=etcd, ttl=ttl, heartbeat=heartbeat,
-                 drain_delay=drain_delay)
+                 drain_delay=drain_delay, **options)
 
     def whoami() -> str:
         return "%s (pid %d)" % (server.url, os.getpid())

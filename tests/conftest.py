@@ -96,3 +96,33 @@ def _no_etcd_survives() -> Iterator[None]:
     if leftovers:
         warnings.warn(f"etcd servers left running by the tests, killing them: {leftovers}")
     embedded.kill_all()
+
+
+# --------------------------------------------------------------------------- 4. hello servers
+
+
+@pytest.fixture
+def hello_servers(etcd: EmbeddedEtcd) -> Iterator[Callable[..., Any]]:
+    """A callable starting an in-process hello server (``transport="tcp"`` or ``"http"``)
+    registered in ``domain`` on the session etcd with a short TTL; all stopped at teardown."""
+    from hprose_cluster.demo import make_server
+
+    started: list[Any] = []
+
+    def start(domain: str, transport: str = "tcp", **kwargs: Any) -> Any:
+        kwargs.setdefault("ttl", 2)
+        kwargs.setdefault("heartbeat", 0.5)
+        server = make_server(transport, domain, etcd=etcd.endpoint, **kwargs)
+        server.drain_delay = 0.05
+        started.append(server)
+        server.start(block=False)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            try:
+                server.stop(drain_timeout=2)
+            except Exception:
+                log.exception("stopping %r failed", server)

@@ -1,0 +1,151 @@
+"""Registration and discovery against a real etcd: what lands in etcd, and how fast clients see it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hprose_cluster import Discovery, EtcdError, Registrar, RegistrationError, ServerInfo
+from hprose_cluster.etcd import EtcdConfig, EtcdConnection
+
+
+@pytest.fixture
+def conn(etcd):
+    with EtcdConnection(EtcdConfig.coerce(etcd.endpoint)) as connection:
+        yield connection
+
+
+def test_server_record_is_stored_byte_for_byte(etcd, domain, hello_servers, conn):
+    server = hello_servers(domain, "tcp", uuid="fixed-uuid", cpu=4)
+    response = conn.get("hprose-service/%s/fixed-uuid" % domain)
+    assert len(response.kvs) == 1
+    expected = ('{"UUID":"fixed-uuid","Domain":"%s","ServerUrl":"%s","CPU":4}'
+                % (domain, server.url)).encode()
+    assert response.kvs[0].value == expected
+    assert server.url.startswith("tcp4://127.0.0.1:") and not server.url.endswith(":0")
+    assert response.kvs[0].lease != 0
+    assert 0 < conn.lease_ttl(response.kvs[0].lease) <= 2
+
+
+def test_registrar_registers_any_url_and_revokes_on_close(etcd, domain, conn):
+    info = ServerInfo(domain, "tcp://127.0.0.1:1234", uuid="go-peer", cpu=2)
+    with Registrar(info, etcd=etcd.endpoint, ttl=2, heartbeat=0.5) as registrar:
+        assert conn.get(registrar.key).kvs[0].value == info.to_json()
+        time.sleep(2.5)  # longer than the TTL: the keepalive holds it
+        assert conn.get(registrar.key).kvs, "the record expired although it was kept alive"
+    assert not conn.get(info.key()).kvs, "close() did not remove the record at once"
+
+
+def test_visible_at_once_after_start_and_gone_at_once_after_stop(etcd, domain, hello_servers):
+    with Discovery(domain, etcd=etcd.endpoint) as discovery:
+        seen = []
+        discovery.add_listener(lambda added, removed: seen.append(time.monotonic()))
+        before = time.monotonic()
+        server = hello_servers(domain, "http")
+        assert discovery.wait_for(lambda v: server.uuid in v, timeout=1.0)
+        assert seen and seen[0] - before < 1.0
+        server.stop()
+        assert discovery.wait_for(lambda v: server.uuid not in v, timeout=0.5), \
+            "a stopped server stayed listed"
+
+
+def _start_server_process(etcd, domain: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hprose_cluster.demo", "serve", "--transport", "tcp",
+         "--domain", domain, "--etcd", etcd.endpoint, "--ttl", "2", "--heartbeat", "0.5"],
+        stdout=subprocess.PIPE, text=True)
+    words = proc.stdout.readline().split()
+    assert words and words[0] == "READY", "the server process did not start"
+    return proc, words[1]
+
+
+def test_sigkilled_server_is_gone_within_ttl_plus_one_second(etcd, domain):
+    proc, url = _start_server_process(etcd, domain)
+    try:
+        with Discovery(domain, etcd=etcd.endpoint) as discovery:
+            assert discovery.wait_for(lambda v: [s.url for s in v] == [url], timeout=2)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(5)
+            killed = time.monotonic()
+            assert discovery.wait_for(lambda v: len(v) == 0, timeout=2 + 1.0 + 0.5)
+            assert time.monotonic() - killed <= 3.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+        proc.stdout.close()
+
+
+def test_domains_a_and_ab_are_kept_apart(etcd, domain, hello_servers):
+    a, ab = hello_servers(domain, "tcp"), hello_servers(domain + "b", "tcp")
+    with Discovery(domain, etcd=etcd.endpoint) as view_a, \
+            Discovery(domain + "b", etcd=etcd.endpoint) as view_ab:
+        assert [s.url for s in view_a.servers()] == [a.url]
+        assert [s.url for s in view_ab.servers()] == [ab.url]
+        late = hello_servers(domain + "b", "tcp")
+        assert view_ab.wait_for(lambda v: late.uuid in v, timeout=1)
+        time.sleep(0.2)
+        assert [s.url for s in view_a.servers()] == [a.url]
+
+
+def test_listeners_see_added_and_removed(etcd, domain, conn):
+    with Discovery(domain, etcd=etcd.endpoint) as discovery:
+        changes = []
+        discovery.add_listener(lambda added, removed: changes.append(
+            ([s.uuid for s in added], [s.uuid for s in removed])))
+        info = ServerInfo(domain, "http://127.0.0.1:9/", uuid="one")
+        conn.put(info.key(), info.to_json())
+        assert discovery.wait_for(lambda v: "one" in v, timeout=1)
+        moved = ServerInfo(domain, "http://127.0.0.1:10/", uuid="one")
+        conn.put(moved.key(), moved.to_json())
+        assert discovery.wait_for(lambda v: v.by_uuid.get("one") == moved, timeout=1)
+        conn.delete(info.key())
+        assert discovery.wait_for(lambda v: len(v) == 0, timeout=1)
+        assert changes == [(["one"], []), (["one"], ["one"]), ([], ["one"])]
+
+
+def test_malformed_record_is_skipped_with_one_warning(etcd, domain, conn, caplog):
+    good = ServerInfo(domain, "http://127.0.0.1:9/", uuid="good")
+    conn.put(good.key(), good.to_json())
+    conn.put("hprose-service/%s/bad" % domain, b"{not json")
+    caplog.set_level(logging.WARNING, logger="hprose_cluster.discovery")
+    with Discovery(domain, etcd=etcd.endpoint, check_interval=0.1) as discovery:
+        assert [s.uuid for s in discovery.servers()] == ["good"]
+        time.sleep(0.5)  # several periodic checks: no re-warning, no resync loop
+        assert discovery.resyncs == 0
+    warnings = [r for r in caplog.records if "bad" in r.getMessage()]
+    assert len(warnings) == 1 and "not valid JSON" in warnings[0].getMessage()
+
+
+def test_wait_for_servers_times_out_on_an_empty_domain(etcd, domain):
+    with Discovery(domain, etcd=etcd.endpoint) as discovery:
+        started = time.monotonic()
+        assert discovery.wait_for_servers(timeout=0.3) is False
+        assert 0.25 < time.monotonic() - started < 2
+
+
+def test_unreachable_etcd_fails_fast_naming_the_endpoint(domain):
+    from hprose_cluster.embedded import free_port
+    endpoint = "127.0.0.1:%d" % free_port()
+    config = EtcdConfig(endpoints=(endpoint,), timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(EtcdError, match=endpoint):
+        Discovery(domain, etcd=config).start()
+    with pytest.raises(RegistrationError, match=endpoint):
+        Registrar(ServerInfo(domain, "http://127.0.0.1:9/"), etcd=config).start()
+    assert time.monotonic() - started < 5
+
+
+def test_endpoints_come_from_the_environment(etcd, domain, monkeypatch, conn):
+    monkeypatch.setenv("HPROSE_CLUSTER_ETCD", "http://%s" % etcd.endpoint)
+    info = ServerInfo(domain, "http://127.0.0.1:9/", uuid="env")
+    with Registrar(info, ttl=2, heartbeat=0.5):
+        assert conn.get(info.key()).kvs
+        with Discovery(domain) as discovery:
+            assert [s.uuid for s in discovery.servers()] == ["env"]
