@@ -63,20 +63,26 @@ class RandomPrimary:
 
     def __init__(self) -> None:
         self._primary: ServerInfo | None = None
+        self._avoid: str | None = None  # the last primary that failed: not chosen next time
 
     def pick(self, view: ServerView, exclude: Collection[str], ejector: Ejector) -> ServerInfo | None:
         primary = self._primary
         if primary is not None and view.by_uuid.get(primary.uuid) == primary \
                 and _usable(primary, exclude, ejector):
             return primary
+        avoid = self._avoid
+        if avoid is not None and avoid not in exclude and len(view) > 1:
+            exclude = set(exclude) | {avoid}
         server = _random_usable(view, exclude, ejector)
         if server is not None:
             self._primary = server
+            self._avoid = None
         return server
 
     def failed(self, server: ServerInfo) -> None:
         if self._primary is not None and self._primary.uuid == server.uuid:
             self._primary = None
+            self._avoid = server.uuid
 
     @property
     def primary(self) -> ServerInfo | None:
