@@ -9,12 +9,18 @@ from arguments or ``HPROSE_CLUSTER_*`` environment variables.  ``EtcdConnection`
 2. with user/password on a plaintext channel, ``call_credentials`` is cleared after construction
    (the token still travels as metadata);
 3. the auth token is never refreshed by the library: on ``UNAUTHENTICATED`` we rebuild the client
-   (a fresh token) and retry once; watchers are told through ``generation`` to re-watch;
+   (a fresh token) and retry once; the rebuild ends the old client's watch streams, which
+   reaches every watch callback as an error, so watchers re-watch (``generation`` also tells);
+   a watch is created right after a read of its range, so never with an expired token (etcd
+   would cancel it without etcd3 noticing);
 4. lease-not-found comes back as ``TTL == 0``: ``keepalive`` returns the TTL and leaves the
    judgement to the registrar;
+5. a watch stream that ends, with or without an error, always reaches the callback as an
+   exception;
 6. a watch is always created with a timeout and never from inside a watch callback.
 
-Every failure is raised as ``EtcdError`` naming the endpoints and the cause.
+Every failure is raised as ``EtcdError`` naming the endpoints and the cause (TLS failures,
+refused credentials and missing permissions in words an operator can act on).
 """
 
 from __future__ import annotations
@@ -46,23 +52,37 @@ ENV_USER = "HPROSE_CLUSTER_ETCD_USER"
 ENV_PASSWORD = "HPROSE_CLUSTER_ETCD_PASSWORD"
 
 
-def _parse_endpoint(text: str) -> tuple[str, int, bool | None]:
-    """``host:port``, ``[v6]:port``, ``http://h:p`` or ``https://h:p`` -> (host, port, secure)."""
-    text = text.strip()
+def _parse_endpoint(text: Any) -> tuple[str, int, bool | None]:
+    """``host:port``, ``[v6]:port``, ``http://h:p`` or ``https://h:p`` -> (host, port, secure).
+
+    Raises ConfigError naming the endpoint and what is wrong with it.
+    """
+    if not isinstance(text, str):
+        raise ConfigError("etcd endpoint must be a string like 'host:port', got %r" % (text,))
+    shown = text.strip()
     secure: bool | None = None
-    if "://" not in text:
-        text = "//" + text
-    parts = urlsplit(text)
+    if not shown:
+        raise ConfigError("etcd endpoint %r is empty" % text)
+    if any(char.isspace() or ord(char) < 32 for char in shown):
+        raise ConfigError("etcd endpoint %r contains whitespace or control characters" % text)
+    parts = urlsplit(shown if "://" in shown else "//" + shown)
     if parts.scheme:
         if parts.scheme not in ("http", "https"):
-            raise ConfigError("etcd endpoint %r: scheme must be http or https" % text)
+            raise ConfigError("etcd endpoint %r: scheme must be http or https" % shown)
         secure = parts.scheme == "https"
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ConfigError("etcd endpoint %r must be just host:port (no path, query or user)"
+                          % shown)
     try:
-        port = parts.port or 2379
+        port = parts.port
     except ValueError as error:
-        raise ConfigError("etcd endpoint %r has an invalid port" % text.lstrip("/")) from error
+        raise ConfigError("etcd endpoint %r has an invalid port" % shown) from error
+    if port is None:
+        port = 2379
+    if not 1 <= port <= 65535:
+        raise ConfigError("etcd endpoint %r has an invalid port %d" % (shown, port))
     if not parts.hostname:
-        raise ConfigError("etcd endpoint %r has no host" % text.lstrip("/"))
+        raise ConfigError("etcd endpoint %r has no host" % shown)
     return parts.hostname, port, secure
 
 
@@ -90,28 +110,53 @@ class EtcdConfig:
     tls: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.endpoints, str):
-            object.__setattr__(self, "endpoints", tuple(
-                e for e in self.endpoints.split(",") if e.strip()))
-        endpoints = tuple(self.endpoints)
+        endpoints = self.endpoints
+        if isinstance(endpoints, str):
+            endpoints = tuple(e for e in endpoints.split(",") if e.strip())
+        elif isinstance(endpoints, (list, tuple)):
+            endpoints = tuple(endpoints)
+        else:
+            raise ConfigError("etcd endpoints must be a string or a list of strings, got %r"
+                              % (endpoints,))
         if not endpoints:
             raise ConfigError("no etcd endpoint given")
         normalized = []
-        tls = self.tls or bool(self.ca_file)
+        tls = self.tls or bool(self.ca_file) or bool(self.cert_file)
         for text in endpoints:
             host, port, secure = _parse_endpoint(text)
             tls = tls or bool(secure)
             normalized.append(_format_endpoint(host, port))
         object.__setattr__(self, "endpoints", tuple(normalized))
         object.__setattr__(self, "tls", tls)
-        if not self.prefix or self.prefix.endswith("/"):
-            raise ConfigError("etcd prefix %r must be non-empty and not end with '/'" % self.prefix)
+        prefix = self.prefix
+        if not isinstance(prefix, str) or not prefix or prefix.endswith("/"):
+            raise ConfigError("etcd prefix %r must be a non-empty string not ending with '/'"
+                              % (prefix,))
+        if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in prefix):
+            raise ConfigError("etcd prefix %r contains whitespace or control characters"
+                              % (prefix,))
+        for name in ("user", "password"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError("etcd %s must be a non-empty string" % name
+                                  + ("" if name == "password" else ", got %r" % (value,)))
         if (self.user is None) != (self.password is None):
             raise ConfigError("etcd user and password must be given together")
         if (self.cert_file is None) != (self.key_file is None):
-            raise ConfigError("etcd client certificate and key must be given together")
-        if self.timeout <= 0:
-            raise ConfigError("etcd timeout must be positive, got %r" % self.timeout)
+            raise ConfigError("etcd cert_file and key_file (client certificate and its key) "
+                              "must be given together")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None:
+                path = os.fspath(path)
+                object.__setattr__(self, name, path)
+                if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                    raise ConfigError("etcd %s %r is not a readable file" % (name, path))
+        timeout = self.timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0 \
+                or timeout == float("inf"):
+            raise ConfigError("etcd timeout must be a positive number of seconds, got %r"
+                              % (timeout,))
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "EtcdConfig":
@@ -151,21 +196,68 @@ def _status_code(error: BaseException) -> grpc.StatusCode | None:
     return None
 
 
+def _rpc_error(error: BaseException) -> BaseException | None:
+    """The gRPC error behind ``error``: etcd3 re-raises some (UNAVAILABLE, DEADLINE_EXCEEDED)
+    as its own exceptions without a message, leaving the real one as ``__context__``."""
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 10:
+        if _status_code(current) is not None:
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
+# What an operator should check, for the causes that are easy to misread in gRPC's words.
+_HINTS = (
+    ("CERTIFICATE_VERIFY_FAILED",
+     "TLS certificate verification failed: the etcd server certificate is not signed by the "
+     "CA in ca_file (or the system store), or does not name this host"),
+    ("BAD_CERTIFICATE",
+     "the etcd server refused our TLS client certificate (missing, or not signed by a CA it "
+     "trusts): check cert_file/key_file"),
+    ("CERTIFICATE_REQUIRED",
+     "the etcd server requires a TLS client certificate: set cert_file/key_file"),
+    ("WRONG_VERSION_NUMBER",
+     "TLS/plaintext mismatch: the etcd server does not speak TLS on this port"),
+    ("Socket closed",
+     "connection closed during the handshake: TLS on one side and plaintext on the other? "
+     "check the endpoint scheme and ca_file"),
+)
+
+
 def _cause(error: BaseException) -> str:
-    details = getattr(error, "details", None)
+    """One line saying why an etcd request failed, with the gRPC status and details."""
+    rpc = _rpc_error(error)
+    source = rpc if rpc is not None else error
+    details = getattr(source, "details", None)
+    text = None
     if callable(details):
         try:
             text = details()
         except Exception:  # pragma: no cover
             text = None
-        if text:
-            code = _status_code(error)
-            return "%s: %s" % (code.name if code else "error", text)
-    return str(error) or type(error).__name__
+    if text:
+        code = _status_code(source)
+        message = "%s: %s" % (code.name if code else "error", text)
+    else:
+        message = str(error) or type(error).__name__
+    for marker, hint in _HINTS:
+        if marker in message:
+            return "%s (%s)" % (hint, message)
+    return message
 
 
 def is_auth_error(error: BaseException) -> bool:
-    return _status_code(error) == grpc.StatusCode.UNAUTHENTICATED
+    """An invalid or expired auth token (etcd answers UNAUTHENTICATED)."""
+    rpc = _rpc_error(error)
+    return rpc is not None and _status_code(rpc) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def is_permission_denied(error: BaseException) -> bool:
+    rpc = _rpc_error(error)
+    return rpc is not None and _status_code(rpc) == grpc.StatusCode.PERMISSION_DENIED
 
 
 def is_lease_not_found(error: BaseException) -> bool:
@@ -223,7 +315,10 @@ class EtcdConnection:
         except Exception as error:
             for endpoint in endpoints:
                 endpoint.close()
-            raise self._error("cannot connect to etcd", error) from error
+            what = "cannot connect to etcd"
+            if config.user is not None:
+                what += " as user %r" % config.user
+            raise self._error(what, error) from error
         if config.user is not None and not config.tls:
             # Defect 2: call credentials on an insecure channel fail every call; the token
             # still goes as metadata.
@@ -254,7 +349,28 @@ class EtcdConnection:
             pass
 
     def _error(self, what: str, error: BaseException) -> EtcdError:
-        return EtcdError("%s (etcd %s): %s" % (what, self.config.describe(), _cause(error)))
+        cause = _cause(error)
+        rpc = _rpc_error(error)
+        if rpc is not None and _status_code(rpc) == grpc.StatusCode.DEADLINE_EXCEEDED:
+            cause = "no answer within the %gs timeout (%s)" % (self.config.timeout, cause)
+        elif is_permission_denied(error):
+            cause += (" (etcd user %r lacks the permission: check its role)" % self.config.user
+                      if self.config.user is not None else "")
+        return EtcdError("%s (etcd %s): %s" % (what, self.config.describe(), cause))
+
+    def renew_if_auth_error(self, error: BaseException) -> bool:
+        """If ``error`` says our auth token is invalid or expired, drop the client so the next
+        request authenticates again (and bumps ``generation``).  True when it did.
+
+        For error paths that do not go through ``call()``, such as a watch stream that failed.
+        """
+        if self.config.user is None or not is_auth_error(error):
+            return False
+        with self._lock:
+            client = self._client
+        if client is not None:
+            self._rebuild(client)
+        return True
 
     def call(self, what: str, func: Callable[[Any], Any]) -> Any:
         """Run ``func(client)``; translate failures, renew an expired auth token once."""
@@ -316,19 +432,48 @@ class EtcdConnection:
 
         Never call this from inside a watch callback (defect 6: it would deadlock).
         """
-        def add(client: Any) -> WatchHandle:
-            watch_id = client.add_watch_prefix_callback(prefix, callback,
-                                                        start_revision=start_revision)
-            return WatchHandle(self, client, watch_id)
-        return self.call("watching %s" % prefix, add)
+        return self._watch("watching %s" % prefix, prefix, True, start_revision, callback)
 
     def watch_key(self, key: str, start_revision: int,
                   callback: Callable[[Any], None]) -> WatchHandle:
         """Watch one exact key (a registrar watches its own record). Same rules as above."""
+        return self._watch("watching %s" % key, key, False, start_revision, callback)
+
+    def _watch(self, what: str, key: str, prefix: bool, start_revision: int,
+               callback: Callable[[Any], None]) -> WatchHandle:
+        """Create a watch whose failure always reaches ``callback`` as an exception.
+
+        Two etcd3 behaviours would otherwise leave a watch silently dead:
+
+        * with auth on, etcd answers a watch created with an expired token (or without the
+          permission) by "created, then canceled", which etcd3 takes for success and never
+          reports.  So we first make one count-only read of the same range through ``call()``:
+          it renews an expired token (or raises a clear permission error) right before the
+          watch is created with the fresh token;
+        * a watch stream that ends without an error (its client was closed or rebuilt) calls
+          back with ``None``; we hand the callback an ``EtcdError`` instead, so the watcher
+          re-watches at once.
+        """
+        endpoint = self.config.describe()
+
+        def guarded(response: Any) -> None:
+            if response is None:
+                response = EtcdError("the watch stream to etcd %s ended" % endpoint)
+            callback(response)
+
         def add(client: Any) -> WatchHandle:
-            watch_id = client.add_watch_callback(key, callback, start_revision=start_revision)
+            if self.config.user is not None:
+                if prefix:
+                    client.get_prefix_response(key, count_only=True)
+                else:
+                    client.get_response(key, count_only=True)
+            if prefix:
+                watch_id = client.add_watch_prefix_callback(key, guarded,
+                                                            start_revision=start_revision)
+            else:
+                watch_id = client.add_watch_callback(key, guarded, start_revision=start_revision)
             return WatchHandle(self, client, watch_id)
-        return self.call("watching %s" % key, add)
+        return self.call(what, add)
 
     def reset_watcher(self) -> None:
         """Drop the client's watcher stream so the next watch opens a new one (maybe elsewhere)."""
