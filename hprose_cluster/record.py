@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid as uuid_module
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -22,6 +23,10 @@ MAX_RECORD_BYTES = 64 * 1024
 SCHEMES = ("http", "https", "tcp", "tcp4", "tcp6")
 REQUIRED_FIELDS = (("UUID", str), ("Domain", str), ("ServerUrl", str), ("CPU", int))
 _MAX_NAME = 253
+# What _check_name rejects, as one regex: a client of 10,000 servers checks 20,000 names at
+# start-up, and a per-character Python loop made that most of a second.
+_BAD_NAME_CHAR = re.compile(r"[/\s\x00-\x1f\x7f]")
+_REQUIRED_NAMES = frozenset(name for name, _ in REQUIRED_FIELDS)
 
 
 class RecordError(ConfigError):
@@ -36,6 +41,8 @@ def _check_name(kind: str, value: Any) -> str:
         raise ConfigError("%s must not be empty" % kind)
     if len(value) > _MAX_NAME:
         raise ConfigError("%s %r is longer than %d characters" % (kind, value[:40] + "...", _MAX_NAME))
+    if _BAD_NAME_CHAR.search(value) is None:
+        return value
     for char in value:
         if char == "/" or char.isspace() or ord(char) < 32 or ord(char) == 127:
             raise ConfigError("%s %r contains %r: slashes, whitespace and control characters "
@@ -148,7 +155,7 @@ class ServerInfo:
             if not isinstance(value[name], kind) or isinstance(value[name], bool):
                 raise RecordError("%s field %s has the wrong type: %r"
                                   % (where, name, value[name]))
-        extra = {k: v for k, v in value.items() if k not in dict(REQUIRED_FIELDS)}
+        extra = {k: v for k, v in value.items() if k not in _REQUIRED_NAMES}
         try:
             info = cls(domain=value["Domain"], url=value["ServerUrl"], uuid=value["UUID"],
                        cpu=value["CPU"], extra=extra)
