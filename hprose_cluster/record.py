@@ -61,9 +61,14 @@ def validate_uuid(value: Any) -> str:
 
 
 def validate_url(url: Any) -> str:
-    """Return ``url`` if we can call it: a known scheme, a host and a port."""
+    """Return ``url`` if we can call it: a known scheme, a host and a port (implicit 80/443
+    for http/https, explicit for tcp), and no blanks or control characters."""
     if not isinstance(url, str) or not url:
         raise ConfigError("ServerUrl must be a non-empty string, got %r" % (url,))
+    if len(url) > 2048:
+        raise ConfigError("ServerUrl %r... is longer than 2048 characters" % url[:40])
+    if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
+        raise ConfigError("ServerUrl %r contains whitespace or control characters" % url)
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
         raise ConfigError("ServerUrl %r has scheme %r; supported: %s"
@@ -76,6 +81,8 @@ def validate_url(url: Any) -> str:
         raise ConfigError("ServerUrl %r has no host" % url)
     if port is None and parts.scheme.startswith("tcp"):
         raise ConfigError("ServerUrl %r has no port" % url)
+    if port == 0:
+        raise ConfigError("ServerUrl %r has port 0, which no client can call" % url)
     return url
 
 
@@ -140,13 +147,16 @@ class ServerInfo:
         Raises RecordError naming the key and what is wrong.
         """
         where = "record %s" % key if key else "record"
-        if len(data) > MAX_RECORD_BYTES:
+        size = len(data.encode("utf-8", "replace")) if isinstance(data, str) else len(data)
+        if size > MAX_RECORD_BYTES:
             raise RecordError("%s is %d bytes, over the %d byte limit"
-                              % (where, len(data), MAX_RECORD_BYTES))
+                              % (where, size, MAX_RECORD_BYTES))
         try:
             value = json.loads(data)
         except (ValueError, UnicodeDecodeError) as error:
             raise RecordError("%s is not valid JSON: %s" % (where, error)) from error
+        except RecursionError as error:  # thousands of nested brackets: hostile, not a record
+            raise RecordError("%s is not a record: JSON nested too deeply" % where) from error
         if not isinstance(value, dict):
             raise RecordError("%s is not a JSON object" % where)
         for name, kind in REQUIRED_FIELDS:
