@@ -92,8 +92,10 @@ class ClusterClient(BaseClient):
         request = self._encode(name, args, byref, simple)
         tried: set[str] = set()
         failures: list[tuple[ServerInfo, TransportError]] = []
+        deadline = time.monotonic() + (policy.wait_for_server if timeout is None
+                                       else min(timeout, policy.wait_for_server))
         for attempt in range(policy.max_attempts):
-            server = self.selector.pick(self.discovery.view, tried, self.ejector)
+            server = self._pick(tried, deadline)
             if server is None:
                 break
             tried.add(server.uuid)
@@ -119,6 +121,24 @@ class ClusterClient(BaseClient):
                     self.selector.failed(server)
                 raise
         raise self._no_server(name, failures)
+
+    def _pick(self, tried: set[str], deadline: float) -> ServerInfo | None:
+        """The server for the next attempt; when none is left to try, wait (until
+        ``deadline``) for the view to gain a server this call has not tried yet."""
+        server = self.selector.pick(self.discovery.view, tried, self.ejector)
+        if server is not None or self._closed:
+            return server
+        untried = lambda view: any(s.uuid not in tried for s in view.servers)  # noqa: E731
+        while not self._closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            # short waits, so a client closed meanwhile does not hold its callers
+            if self.discovery.wait_for(untried, min(remaining, 0.25)):
+                server = self.selector.pick(self.discovery.view, tried, self.ejector)
+                if server is not None:
+                    return server
+        return None
 
     def _no_server(self, name: str, failures: list[tuple[ServerInfo, TransportError]]) -> NoServerAvailable:
         where = "domain %r (etcd %s)" % (self.domain, self.discovery.config.describe())

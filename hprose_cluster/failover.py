@@ -9,6 +9,11 @@
   moves the primary to another server (the seed did).
 - A call never tries the same server twice; it tries at most ``max_attempts`` servers, waiting
   ``backoff * 2**n`` (capped at ``backoff_max``) between attempts.
+- A call that finds no server to try (the domain is empty for a moment, as when etcd expired
+  every lease after a pause and the servers are registering again) waits up to
+  ``wait_for_server`` seconds, within its own timeout, for one to appear: nothing was sent, so
+  waiting is always safe, and it turns a blip in the registry into a slower call instead of a
+  failed one.
 - Outlier ejection: a server that fails ``eject_after`` calls in a row, or refuses a connection,
   is skipped for ``eject_for`` seconds even while still registered (it covers the TTL window
   after a crash), then gets calls again.
@@ -32,12 +37,18 @@ class FailoverPolicy:
     backoff_max: float = 1.0
     eject_after: int = 3
     eject_for: float = 10.0
+    wait_for_server: float = 3.0
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ConfigError("max_attempts must be >= 1, got %r" % self.max_attempts)
-        if self.backoff < 0 or self.backoff_max < 0 or self.eject_for < 0 or self.eject_after < 0:
-            raise ConfigError("backoff, backoff_max, eject_after and eject_for must be >= 0")
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) \
+                or self.max_attempts < 1:
+            raise ConfigError("max_attempts must be a whole number >= 1, got %r"
+                              % (self.max_attempts,))
+        for name in ("backoff", "backoff_max", "eject_after", "eject_for", "wait_for_server"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError("FailoverPolicy.%s must be a number >= 0, got %r"
+                                  % (name, value))
 
     def may_retry(self, error: TransportError, idempotent: bool | None = None) -> bool:
         """Whether a call that failed with ``error`` may go on to another server."""

@@ -1,0 +1,232 @@
+"""Chaos under load: real etcd and real hello server processes, 8 client threads calling an
+idempotent function back to back, while servers and etcd are killed, paused and restarted.
+
+Settings: ttl=2, heartbeat=0.5 (servers), check_interval=0.5 (clients), max_backoff=3 (both).
+The convergence bound used for views and registrations is
+``BOUND = ttl + max_backoff + check_interval + slack`` (2 + 3 + 0.5 + 2.5 = 8 s): a lease expires
+within ttl, the registrar is back within max_backoff of etcd answering, and a client view that
+missed anything is repaired within check_interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+
+from hprose_cluster import ClusterClient
+from hprose_cluster.etcd import EtcdConfig, EtcdConnection
+from hprose_cluster.record import ServerInfo
+
+from cluster_procs import Fleet, Load, wait_until
+
+log = logging.getLogger("hprose_cluster.tests.chaos")
+
+TTL = 2
+HEARTBEAT = 0.5
+CHECK = 0.5
+MAX_BACKOFF = 3.0
+BOUND = TTL + MAX_BACKOFF + CHECK + 2.5
+
+pytestmark = [pytest.mark.slow]
+
+
+def etcd_urls(endpoints: str, domain: str) -> set[str]:
+    """The server URLs etcd holds for ``domain`` right now (a fresh connection each time)."""
+    with EtcdConnection(EtcdConfig(endpoints, timeout=2.0)) as connection:
+        response = connection.get_prefix("hprose-service/%s/" % domain)
+        return {ServerInfo.from_json(kv.value, kv.key.decode()).url for kv in response.kvs}
+
+
+def client_urls(client: ClusterClient) -> set[str]:
+    return {s.url for s in client.servers()}
+
+
+def make_client(domain: str, endpoints: str, **options: Any) -> ClusterClient:
+    options.setdefault("idempotent", True)
+    options.setdefault("timeout", 2.0)
+    options.setdefault("check_interval", CHECK)
+    return ClusterClient(domain, etcd=endpoints, **options)
+
+
+@pytest.fixture
+def fleet_factory() -> Iterator[Any]:
+    fleets: list[Fleet] = []
+
+    def make(domain: str, endpoints: str, **options: Any) -> Fleet:
+        options.setdefault("ttl", TTL)
+        options.setdefault("heartbeat", HEARTBEAT)
+        fleet = Fleet(domain, endpoints, **options)
+        fleets.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in fleets:
+        fleet.close()
+
+
+def converged(clients: list[ClusterClient], endpoints: str, domain: str, expected: set[str]) -> bool:
+    try:
+        in_etcd = etcd_urls(endpoints, domain)
+    except Exception:
+        return False
+    return in_etcd == expected and all(client_urls(c) == expected for c in clients)
+
+
+def hello_load(client: ClusterClient, **options: Any) -> Load:
+    return Load(lambda: client.hello("chaos"), threads=8, max_calls=50000,
+                max_seconds=options.pop("max_seconds", 60.0), **options)
+
+
+# ------------------------------------------------------------------------------- (a) SIGKILL
+
+
+@pytest.mark.timeout(90)
+def test_a_server_sigkilled_under_load_costs_no_call(etcd_factory, fleet_factory, domain):
+    etcd = etcd_factory()
+    fleet = fleet_factory(domain, etcd.endpoint)
+    fleet.start(3)
+    with make_client(domain, etcd.endpoint) as client:
+        assert client.discovery.wait_for_servers(10, count=3)
+        with hello_load(client) as load:
+            assert load.wait_calls(200)
+            victim = fleet.servers[0]
+            victim.kill()
+            started = time.monotonic()
+            assert wait_until(lambda: victim.url not in client_urls(client), TTL + 2)
+            gone_after = time.monotonic() - started
+            assert load.wait_calls(200)
+        log.info("(a) crashed server left the client's list after %.2f s", gone_after)
+        assert not load.failures, load.describe_failures()
+        assert client_urls(client) == fleet.urls()
+
+
+# ------------------------------------------------------------------------ (b) rolling restart
+
+
+@pytest.mark.timeout(120)
+def test_b_rolling_restart_with_drain_costs_no_call(etcd_factory, fleet_factory, domain):
+    etcd = etcd_factory()
+    fleet = fleet_factory(domain, etcd.endpoint)
+    fleet.start(3)
+    with make_client(domain, etcd.endpoint) as client:
+        assert client.discovery.wait_for_servers(10, count=3)
+        with hello_load(client, max_seconds=90) as load:
+            assert load.wait_calls(200)
+            for old in list(fleet.servers):
+                started = time.monotonic()
+                code = old.terminate()
+                assert code == 0, old.log_tail()
+                left = time.monotonic() - started
+                assert old.url not in client_urls(client)  # gone before the process exited
+                new, = fleet.start(1)
+                assert wait_until(lambda: new.url in client_urls(client), 5)
+                log.info("(b) %s drained and exited in %.2f s", old.url, left)
+                assert load.wait_calls(100)
+        assert not load.failures, load.describe_failures()
+        assert client_urls(client) == fleet.urls()
+        assert len(fleet.urls()) == 3
+
+
+# ------------------------------------------------------------------ (c) etcd SIGKILL, same data
+
+
+@pytest.mark.timeout(90)
+def test_c_etcd_sigkilled_and_restarted_costs_no_call(etcd_factory, fleet_factory, domain):
+    etcd = etcd_factory()
+    fleet = fleet_factory(domain, etcd.endpoint)
+    fleet.start(3)
+    with make_client(domain, etcd.endpoint) as client:
+        assert client.discovery.wait_for_servers(10, count=3)
+        with hello_load(client) as load:
+            assert load.wait_calls(200)
+            etcd.kill()
+            assert load.wait_calls(200)  # calls go on from the last known list
+            assert client_urls(client) == fleet.urls()
+            etcd.start()
+            returned = time.monotonic()
+            assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
+                              BOUND)
+            log.info("(c) views and etcd agree %.2f s after etcd returned",
+                     time.monotonic() - returned)
+            assert load.wait_calls(200)
+        assert not load.failures, load.describe_failures()
+
+
+# ------------------------------------------------------------------- (d) etcd on an empty dir
+
+
+@pytest.mark.timeout(90)
+def test_d_etcd_restarted_empty_every_server_registers_again(etcd_factory, fleet_factory, domain):
+    etcd = etcd_factory()
+    fleet = fleet_factory(domain, etcd.endpoint)
+    fleet.start(3)
+    with make_client(domain, etcd.endpoint) as client:
+        assert client.discovery.wait_for_servers(10, count=3)
+        with hello_load(client) as load:
+            assert load.wait_calls(200)
+            etcd.restart(wipe=True)
+            returned = time.monotonic()
+            assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
+                              BOUND), (etcd_urls(etcd.endpoint, domain), client_urls(client))
+            took = time.monotonic() - returned
+            assert load.wait_calls(200)
+        log.info("(d) all back and agreed %.2f s after the empty etcd answered; %s",
+                 took, load.describe_failures())
+        assert client.discovery.resyncs >= 1
+
+
+# ------------------------------------------------------------------ (f) etcd paused past TTL
+
+
+@pytest.mark.timeout(90)
+def test_f_etcd_paused_past_ttl_costs_no_call(etcd_factory, fleet_factory, domain):
+    etcd = etcd_factory()
+    fleet = fleet_factory(domain, etcd.endpoint)
+    fleet.start(3)
+    with make_client(domain, etcd.endpoint) as client:
+        assert client.discovery.wait_for_servers(10, count=3)
+        with hello_load(client) as load:
+            assert load.wait_calls(200)
+            etcd.pause()
+            time.sleep(TTL + 1.5)
+            assert client_urls(client) == fleet.urls()  # the last known list is kept
+            etcd.resume()
+            resumed = time.monotonic()
+            assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
+                              BOUND)
+            log.info("(f) views and etcd agree %.2f s after etcd resumed",
+                     time.monotonic() - resumed)
+            assert load.wait_calls(200)
+        assert not load.failures, load.describe_failures()
+
+
+# --------------------------------------------------------------- (g) one server paused past TTL
+
+
+@pytest.mark.timeout(90)
+def test_g_server_paused_past_ttl_registers_again(etcd_factory, fleet_factory, domain):
+    etcd = etcd_factory()
+    fleet = fleet_factory(domain, etcd.endpoint)
+    fleet.start(3)
+    with make_client(domain, etcd.endpoint) as client:
+        assert client.discovery.wait_for_servers(10, count=3)
+        with hello_load(client) as load:
+            assert load.wait_calls(200)
+            victim = fleet.servers[0]
+            victim.pause()
+            assert wait_until(lambda: victim.url not in client_urls(client), TTL + 2)
+            time.sleep(1.0)
+            victim.resume()
+            resumed = time.monotonic()
+            assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
+                              BOUND)
+            log.info("(g) paused server listed again %.2f s after it resumed",
+                     time.monotonic() - resumed)
+            assert load.wait_calls(200)
+        log.info("(g) %s", load.describe_failures())
+        assert len(client_urls(client)) == 3
