@@ -16,6 +16,7 @@ import argparse
 import datetime
 import json
 import logging
+import os
 import queue
 import signal
 import socket
@@ -719,9 +720,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (UsageError, ConfigError) as error:
         return fail(2, error)
-    except (Failure, HproseClusterError, OSError) as error:
+    except (Failure, HproseClusterError) as error:
         return fail(1, error)
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, and keep the interpreter's own
+        # flush at exit from complaining about the same pipe.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 1
     except KeyboardInterrupt:
         return 130
+    except OSError as error:  # a file of --ca/--data-dir, a port in use...
+        return fail(1, error)
     except Exception as error:  # a remote error type we do not know, or a bug: say it, exit 1
         return fail(1, error)
