@@ -206,12 +206,16 @@ class Discovery:
             self._restart_watch(resync=True)
             return
         by_key = None
+        # Every event of one transaction has the same mod_revision, and etcd sends them in one
+        # response: compare with the revision applied *before* this response, or all but the
+        # first event of a multi-put transaction would be dropped until the next resync.
+        applied = self._applied_revision
         for event in events_of(response):
             revision = event.mod_revision
             self._next_revision = max(self._next_revision, revision + 1)
-            if revision <= self._applied_revision:
+            if revision <= applied:
                 continue
-            self._applied_revision = revision
+            self._applied_revision = max(self._applied_revision, revision)
             if by_key is None:
                 by_key = dict(self._view.by_key)
             key = event.key.decode("utf-8", "replace")
