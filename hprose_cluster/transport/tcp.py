@@ -878,8 +878,13 @@ class TcpServer(HproseService):
                              self.url, conn.peer, error)
                 return
             if frame.request_id is None:
-                reply = self._tcp_execute(frame.body, TcpContext(self, conn.peer, None))
-                if not conn.send(wire.encode_half(reply)):
+                self._tcp_begin()
+                try:
+                    reply = self._handle(frame.body, TcpContext(self, conn.peer, None))
+                    sent = conn.send(wire.encode_half(reply))
+                finally:
+                    self._tcp_end()
+                if not sent:
                     return
                 continue
             with conn.cond:
@@ -892,22 +897,26 @@ class TcpServer(HproseService):
             self._tcp_pool.submit(self._tcp_answer_full_duplex, conn, frame)
 
     def _tcp_answer_full_duplex(self, conn: _ServerConnection, frame: wire.Frame) -> None:
+        self._tcp_begin()
         try:
-            reply = self._tcp_execute(frame.body, TcpContext(self, conn.peer, frame.request_id))
+            reply = self._handle(frame.body, TcpContext(self, conn.peer, frame.request_id))
             conn.send(wire.encode_full(reply, frame.request_id or 0))
         finally:
+            self._tcp_end()
             with conn.cond:
                 conn.outstanding -= 1
                 conn.cond.notify_all()
 
-    def _tcp_execute(self, data: bytes, context: TcpContext) -> bytes:
-        """Run one request through hprose (``_handle`` turns exceptions into ``E`` replies)."""
+    # A request counts as in flight from its execution until its reply is written, so that
+    # stop() never closes a connection between the two.  (``_handle`` is hprose's: it turns
+    # exceptions into ``E`` replies, with the compat fixes applied.)
+
+    def _tcp_begin(self) -> None:
         with self._tcp_idle:
             self._tcp_in_flight += 1
-        try:
-            return self._handle(data, context)
-        finally:
-            with self._tcp_idle:
-                self._tcp_in_flight -= 1
-                if self._tcp_in_flight == 0:
-                    self._tcp_idle.notify_all()
+
+    def _tcp_end(self) -> None:
+        with self._tcp_idle:
+            self._tcp_in_flight -= 1
+            if self._tcp_in_flight == 0:
+                self._tcp_idle.notify_all()
