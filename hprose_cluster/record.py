@@ -26,6 +26,7 @@ _MAX_NAME = 253
 # What _check_name rejects, as one regex: a client of 10,000 servers checks 20,000 names at
 # start-up, and a per-character Python loop made that most of a second.
 _BAD_NAME_CHAR = re.compile(r"[/\s\x00-\x1f\x7f]")
+_BAD_URL_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
 _REQUIRED_NAMES = frozenset(name for name, _ in REQUIRED_FIELDS)
 
 
@@ -38,7 +39,7 @@ def _check_name(kind: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ConfigError("%s must be a string, got %r" % (kind, value))
     if not value:
-        raise ConfigError("%s must not be empty" % kind)
+        raise ConfigError("%s must not be empty, got ''" % kind)
     if len(value) > _MAX_NAME:
         raise ConfigError("%s %r is longer than %d characters" % (kind, value[:40] + "...", _MAX_NAME))
     if _BAD_NAME_CHAR.search(value) is None:
@@ -67,7 +68,7 @@ def validate_url(url: Any) -> str:
         raise ConfigError("ServerUrl must be a non-empty string, got %r" % (url,))
     if len(url) > 2048:
         raise ConfigError("ServerUrl %r... is longer than 2048 characters" % url[:40])
-    if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
+    if _BAD_URL_CHAR.search(url):
         raise ConfigError("ServerUrl %r contains whitespace or control characters" % url)
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
