@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 from .errors import ConfigError
 from .etcd import EtcdConfig
-from .record import ServerInfo, new_uuid, usable_cpus, validate_domain, validate_uuid
+from .record import (ServerInfo, new_uuid, usable_cpus, validate_cpu, validate_domain,
+                     validate_uuid)
 from .registrar import DEFAULT_HEARTBEAT, DEFAULT_TTL, Registrar
 from .transport.http import HttpServer
 from .transport.tcp import TcpServer
@@ -63,7 +64,7 @@ class ClusterServer:
         self.advertise_url = advertise_url
         self.ttl = ttl
         self.heartbeat = heartbeat
-        self.cpu = usable_cpus() if cpu is None else cpu
+        self.cpu = usable_cpus() if cpu is None else validate_cpu(cpu)
         if drain_delay < 0:
             raise ConfigError("drain_delay must be >= 0, got %r" % (drain_delay,))
         self.drain_delay = drain_delay
