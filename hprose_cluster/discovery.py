@@ -95,8 +95,15 @@ class Discovery:
         if self._thread is not None:
             return self
         try:
-            self._resync(initial=True)
-            self._start_watch()
+            # one try per endpoint: a dead member is marked failed and the next try goes on
+            for attempt in range(len(self.config.endpoints)):
+                try:
+                    self._resync(initial=True)
+                    self._start_watch()
+                    break
+                except EtcdError:
+                    if attempt == len(self.config.endpoints) - 1:
+                        raise
         except EtcdError as error:
             self._shutdown_connection()
             raise EtcdError("cannot follow domain %r: %s" % (self.domain, error)) from error

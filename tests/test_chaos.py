@@ -230,3 +230,134 @@ def test_g_server_paused_past_ttl_registers_again(etcd_factory, fleet_factory, d
             assert load.wait_calls(200)
         log.info("(g) %s", load.describe_failures())
         assert len(client_urls(client)) == 3
+
+
+# ------------------------------------------------------- (e) compaction while the watch is cut
+
+
+@pytest.mark.timeout(90)
+def test_e_compaction_while_the_watcher_is_cut_off_is_repaired_by_a_resync(
+        etcd_factory, fleet_factory, domain):
+    """The client reaches etcd through a TCP proxy that the test cuts (a partition between that
+    client and etcd only); the servers keep talking to etcd directly.  While the client is cut
+    off, one server crashes (its record expires), a new one registers, other keys are written
+    and the store is compacted past the revision the client's watch would resume from.  On
+    reconnection the watch fails with "compacted": the client must re-read the prefix and tell
+    its listeners exactly the real changes (the crashed server removed, the new one added, the
+    survivors untouched)."""
+    from cluster_procs import TcpProxy
+
+    etcd = etcd_factory()
+    fleet = fleet_factory(domain, etcd.endpoint)
+    fleet.start(3)
+    proxy = TcpProxy("127.0.0.1", etcd.client_port)
+    changes: list[tuple[str, str]] = []
+    try:
+        with make_client(domain, proxy.endpoint) as client:
+            client.discovery.add_listener(
+                lambda added, removed: changes.extend(
+                    [("+", s.url) for s in added] + [("-", s.url) for s in removed]))
+            assert client.discovery.wait_for_servers(10, count=3)
+            resyncs = client.discovery.resyncs
+            with hello_load(client) as load:
+                assert load.wait_calls(200)
+                proxy.cut()
+                victim = fleet.servers[0]
+                survivors = {s.url for s in fleet.servers[1:]}
+                victim.kill()
+                newcomer, = fleet.start(1)
+                with EtcdConnection(EtcdConfig(etcd.endpoint)) as direct:
+                    assert wait_until(lambda: etcd_urls(etcd.endpoint, domain) == fleet.urls(),
+                                      TTL + 2)
+                    for i in range(20):
+                        direct.put("unrelated/%d" % i, b"x")
+                    revision = direct.get_prefix("unrelated/").header.revision
+                    direct.compact(revision)
+                assert victim.url in client_urls(client)  # really cut off: still stale
+                proxy.restore()
+                restored = time.monotonic()
+                assert wait_until(lambda: converged([client], etcd.endpoint, domain,
+                                                    fleet.urls()), BOUND)
+                log.info("(e) view repaired %.2f s after the client could reach etcd again",
+                         time.monotonic() - restored)
+                assert load.wait_calls(200)
+            assert client.discovery.resyncs > resyncs
+            assert ("-", victim.url) in changes and ("+", newcomer.url) in changes
+            assert not [c for c in changes if c[1] in survivors]
+            log.info("(e) %s", load.describe_failures())
+    finally:
+        proxy.close()
+
+
+# ------------------------------------------------------ (h) the leader of a 3-member cluster
+
+
+@pytest.mark.timeout(120)
+def test_h_killing_the_etcd_leader_costs_no_call(etcd_cluster, fleet_factory, domain):
+    endpoints = ",".join(etcd_cluster.endpoints)
+    fleet = fleet_factory(domain, endpoints)
+    fleet.start(3)
+    with make_client(domain, endpoints) as client:
+        assert client.discovery.wait_for_servers(10, count=3)
+        with hello_load(client, max_seconds=90) as load:
+            assert load.wait_calls(200)
+            leader = etcd_cluster.leader_index()
+            etcd_cluster.kill(leader)
+            live = ",".join(m.endpoint for m in etcd_cluster.members if m.running)
+            # registrations outlive several TTLs on the surviving members
+            time.sleep(2 * TTL)
+            assert etcd_urls(live, domain) == fleet.urls()
+            # discovery still follows: a crash and a newcomer show up in the view
+            victim = fleet.servers[0]
+            victim.kill()
+            newcomer, = fleet.start(1)
+            assert wait_until(lambda: converged([client], live, domain, fleet.urls()), BOUND)
+            assert newcomer.url in client_urls(client)
+            assert load.wait_calls(200)
+        assert not load.failures, load.describe_failures()
+
+
+# --------------------------------------------------------------------------- leaks
+
+
+def _etcd_watchers(etcd) -> int:
+    import urllib.request
+    with urllib.request.urlopen(etcd.client_url + "/metrics", timeout=5) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith("etcd_debugging_mvcc_watcher_total "):
+                return int(float(line.split()[1]))
+    raise AssertionError("etcd exposes no watcher count")
+
+
+def _fds() -> int:
+    import os
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.timeout(240)
+def test_100_client_and_server_cycles_leave_no_thread_socket_or_watch(etcd_factory, domain):
+    from hprose_cluster import ClusterTcpServer
+
+    etcd = etcd_factory()
+
+    def cycle() -> None:
+        server = ClusterTcpServer(domain, etcd=etcd.endpoint, ttl=TTL, heartbeat=HEARTBEAT,
+                                  drain_delay=0)
+        server.addFunction(lambda name: "Hello " + name, "hello")
+        server.start(block=False)
+        with make_client(domain, etcd.endpoint) as client:
+            assert client.discovery.wait_for_servers(5)
+            assert client.hello("x") == "Hello x"
+        server.stop()
+
+    cycle()  # warm up: lazily created module-level things (gRPC's own threads) exist now
+    time.sleep(0.5)
+    threads, fds, watchers = threading.active_count(), _fds(), _etcd_watchers(etcd)
+    for _ in range(100):
+        cycle()
+    assert wait_until(lambda: threading.active_count() <= threads, 10), \
+        sorted(t.name for t in threading.enumerate())
+    assert wait_until(lambda: _fds() <= fds, 10), (fds, _fds())
+    assert wait_until(lambda: _etcd_watchers(etcd) <= watchers, 10), \
+        (watchers, _etcd_watchers(etcd))
+    assert etcd_urls(etcd.endpoint, domain) == set()
