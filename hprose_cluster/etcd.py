@@ -241,6 +241,8 @@ def _cause(error: BaseException) -> str:
     if text:
         code = _status_code(source)
         message = "%s: %s" % (code.name if code else "error", text)
+    elif isinstance(error, etcd3.exceptions.NoServerAvailableError):
+        message = "every endpoint failed within the last second; retrying shortly"
     else:
         message = str(error) or type(error).__name__
     for marker, hint in _HINTS:
