@@ -325,6 +325,16 @@ class PrefixWatcher:
                                                    self._events.put)
         self._next_check = time.monotonic() + self.check_interval
 
+    def start(self) -> None:
+        """The first read must work (else EtcdError: etcd is unreachable); a watch that fails
+        right after it is retried by ``step`` like any broken watch."""
+        try:
+            self.resync()
+        except HproseClusterError as error:
+            if self._cluster_id is None:
+                raise
+            _warn("%s (retrying)" % error)
+
     def _apply(self, response: Any) -> None:
         view = None
         for event in events_of(response):
@@ -410,7 +420,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     watcher.report = report
     try:
-        watcher.resync()
+        watcher.start()
         first[0] = False
         backoff = 0.1
 
@@ -461,6 +471,10 @@ def cmd_call(args: argparse.Namespace) -> int:
     call_args = [_parse_arg(text) for text in args.args]
     with ClusterClient(domain, etcd=config, timeout=args.call_timeout,
                        idempotent=args.idempotent or None) as client:
+        if not client.servers():
+            # The client read the whole domain on creation: waiting for a server to appear
+            # would only delay the answer a person at a shell wants.
+            raise Failure("no server in domain %r (etcd %s)" % (domain, config.describe()))
         try:
             result = client.invoke(args.method, call_args)
         except HproseException as error:

@@ -413,3 +413,39 @@ def test_demo_subcommand_runs_without_a_failed_call():
                             timeout=90)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 failed calls" in result.stdout
+
+
+def test_watch_of_the_whole_prefix_survives_an_etcd_restart(etcd_factory):
+    """The etcd client's watch dies with its stream; `watch` must re-read and watch again."""
+    server = etcd_factory()
+    endpoint = server.endpoint
+    domain = _unique("restart")
+    watcher = Lines(endpoint, "watch")
+    try:
+        with EtcdConnection(EtcdConfig(endpoint, timeout=3)) as connection:
+            def record(uuid: str) -> bytes:
+                return json.dumps({"UUID": uuid, "Domain": domain, "ServerUrl": "tcp://h:1",
+                                   "CPU": 1}).encode()
+
+            connection.put("hprose-service/%s/before" % domain, record("before"))
+            watcher.wait_for(lambda line: "before" in line)
+            connection.put("hprose-service/%s/ready" % domain, record("ready"))
+            watcher.wait_for(lambda line: "ready" in line)  # the watch is live
+            server.stop()
+            server.start()
+            deadline = time.monotonic() + 20
+            while True:  # the connection itself reconnects; retry while etcd comes back
+                try:
+                    connection.put("hprose-service/%s/after" % domain, record("after"))
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            line = watcher.wait_for(lambda line: "after" in line)
+            assert line.split()[1:4] == ["joined", domain, "after"]
+            connection.delete("hprose-service/%s/before" % domain)
+            assert watcher.wait_for(lambda line: "before" in line).split()[1] == "left"
+        assert watcher.stop() == 0
+    finally:
+        watcher.close()
