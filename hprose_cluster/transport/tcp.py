@@ -180,9 +180,10 @@ class _FullDuplexConnection:
         return call.reply
 
     def _read_loop(self) -> None:
+        reader = wire.FrameReader(self.sock, self.max_frame)
         try:
             while True:
-                frame = wire.read_frame(self.sock, self.max_frame)
+                frame = reader.read_frame()
                 if frame.request_id is None:
                     raise FrameError(
                         "hprose TCP server %s answered a full-duplex request with a half-duplex "
@@ -393,11 +394,13 @@ class TcpTransport:
         try:
             sock.settimeout(_remaining(deadline))
             sock.sendall(frame)
-            sock.settimeout(_remaining(deadline))
-            reply = wire.read_frame(sock, self.max_frame)
-            if reply.request_id is not None:
+            if deadline is not None:
+                sock.settimeout(_remaining(deadline))
+            reader = wire.FrameReader(sock, self.max_frame)
+            reply = reader.read_frame()
+            if reply.request_id is not None or reader.buffered:
                 raise FrameError("hprose TCP server %s answered a half-duplex request with a "
-                                 "full-duplex frame" % self.url, url=self.url)
+                                 "full-duplex frame or extra bytes" % self.url, url=self.url)
             ok = True
             return reply.body
         except socket.timeout as error:
@@ -414,7 +417,6 @@ class TcpTransport:
                                  url=self.url, sent=True) from error
         finally:
             if ok:
-                sock.settimeout(None)
                 self._release(sock)
             else:
                 self._discard(sock)
@@ -865,9 +867,10 @@ class TcpServer(HproseService):
                 self._tcp_connections.discard(conn)
 
     def _tcp_read_requests(self, conn: _ServerConnection) -> None:
+        reader = wire.FrameReader(conn.sock, self.max_frame)
         while True:
             try:
-                frame = wire.read_frame(conn.sock, self.max_frame)
+                frame = reader.read_frame()
             except wire.ConnectionClosed as closed:
                 if not closed.clean and not conn.closed:
                     logger.warning("hprose TCP connection from %s closed in the middle of a "

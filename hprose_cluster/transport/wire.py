@@ -6,7 +6,7 @@ verbatim), then the body.  A receiver decides the mode per frame from the top bi
 
 Reading never trusts a declared length: anything over ``max_frame`` is refused before any
 allocation, and a body is read into a buffer that grows with the bytes actually received, so a
-peer that declares 2 GiB and sends ten bytes costs ten bytes (plus a small first chunk).
+peer that declares 2 GiB and sends ten bytes costs ten bytes (plus one receive chunk).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ DEFAULT_MAX_FRAME = 32 * 1024 * 1024
 
 _WORD = struct.Struct(">I")
 _TWO_WORDS = struct.Struct(">II")
-_FIRST_CHUNK = 64 * 1024  # preallocated at most; beyond it the buffer grows with the data
 
 
 class OversizedFrame(Exception):
@@ -65,48 +64,64 @@ def encode(body: bytes, request_id: int | None) -> bytes:
     return encode_half(body) if request_id is None else encode_full(body, request_id)
 
 
-def recv_exactly(sock: socket.socket, n: int) -> bytearray:
-    """Read exactly ``n`` bytes; ``EOFError`` if the peer closes first.
+class FrameReader:
+    """Reads frames from one socket through a small buffer.
 
-    The buffer starts at most ``_FIRST_CHUNK`` long and doubles as bytes arrive, so memory
-    follows what was received, not what was announced.
+    A header and a small body usually arrive in one ``recv`` (one system call per frame instead
+    of two or three).  The buffer only ever holds bytes actually received: a body is gathered in
+    chunks of at most 1 MiB as they arrive, never preallocated from the declared length.
     """
-    buf = bytearray(min(n, _FIRST_CHUNK))
-    got = 0
-    while got < n:
-        if got == len(buf):
-            buf.extend(bytes(min(n, 2 * len(buf)) - len(buf)))
-        view = memoryview(buf)[got:]
+
+    _CHUNK = 64 * 1024
+    _MAX_CHUNK = 1024 * 1024
+
+    def __init__(self, sock: socket.socket, max_frame: int):
+        self.sock = sock
+        self.max_frame = max_frame
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned in a frame."""
+        return len(self._buf)
+
+    def _take(self, n: int) -> bytes:
+        buf = self._buf
+        while len(buf) < n:
+            want = min(max(n - len(buf), self._CHUNK), self._MAX_CHUNK)
+            chunk = self.sock.recv(want)
+            if not chunk:
+                raise EOFError("connection closed after %d of %d bytes" % (len(buf), n), len(buf))
+            buf += chunk
+        data = bytes(buf[:n]) if n < len(buf) else bytes(buf)
+        del buf[:n]
+        return data
+
+    def read_frame(self) -> Frame:
+        """Read one frame of either mode.
+
+        Raises ``ConnectionClosed`` when the peer closes (``clean`` when that happened between
+        two frames), ``OversizedFrame`` for a declared length over ``max_frame`` (nothing of the
+        body is read or allocated), ``OSError`` (including ``socket.timeout``) from the socket.
+        """
         try:
-            count = sock.recv_into(view)
-        finally:
-            view.release()
-        if count == 0:
-            raise EOFError("connection closed after %d of %d bytes" % (got, n), got)
-        got += count
-    return buf
+            header = self._take(4)
+        except EOFError as error:
+            raise ConnectionClosed(error.args[0], clean=error.args[1] == 0) from None
+        (word,) = _WORD.unpack(header)
+        length = word & LENGTH_MASK
+        if length > self.max_frame:
+            raise OversizedFrame(length, self.max_frame)
+        try:
+            request_id = None
+            if word & FULL_DUPLEX_BIT:
+                (request_id,) = _WORD.unpack(self._take(4))
+            body = self._take(length) if length else b""
+        except EOFError as error:
+            raise ConnectionClosed(error.args[0], clean=False) from None
+        return Frame(body, request_id)
 
 
 def read_frame(sock: socket.socket, max_frame: int) -> Frame:
-    """Read one frame of either mode.
-
-    Raises ``ConnectionClosed`` when the peer closes (``clean`` tells whether that happened
-    between frames), ``OversizedFrame`` for a declared length over ``max_frame`` (nothing of
-    the body is read or allocated), ``OSError`` from the socket.
-    """
-    try:
-        header = recv_exactly(sock, 4)
-    except EOFError as error:
-        raise ConnectionClosed(error.args[0], clean=error.args[1] == 0) from None
-    (word,) = _WORD.unpack_from(header)
-    length = word & LENGTH_MASK
-    if length > max_frame:
-        raise OversizedFrame(length, max_frame)
-    try:
-        request_id = None
-        if word & FULL_DUPLEX_BIT:
-            (request_id,) = _WORD.unpack_from(recv_exactly(sock, 4))
-        body = bytes(recv_exactly(sock, length)) if length else b""
-    except EOFError as error:
-        raise ConnectionClosed(error.args[0], clean=False) from None
-    return Frame(body, request_id)
+    """Read one frame with a throw-away ``FrameReader`` (bytes after the frame are lost)."""
+    return FrameReader(sock, max_frame).read_frame()
