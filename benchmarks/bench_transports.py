@@ -8,14 +8,16 @@ subprocess, so client and server do not share a GIL; the clients run here, with 
 threads.  Rows: hprose 1.4.3's ``hprose.HttpClient`` (a new connection per call) against our
 HTTP server, our ``HttpClient`` (kept-alive connections), ``TcpClient`` half duplex (a pool of
 connections, as Go) and ``TcpClient`` full duplex (one connection).  Each row runs a fixed time
-with a cap on calls; the ratio column is against hprose's ``HttpClient`` with as many threads.
-The HTTP rows are skipped if ``hprose_cluster.transport.http`` is not importable.
+(``--seconds``) with a cap on calls; the ratio column is against hprose's ``HttpClient`` with as many threads.
+Contenders alternate in short rounds and the median is reported, since a shared machine's
+load drifts.  The HTTP rows are skipped if ``hprose_cluster.transport.http`` is not importable.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -64,18 +66,14 @@ for server in servers:
 """
 
 
-def measure(make_client: Callable[[], Any], threads: int, seconds: float,
-            shared: bool) -> tuple[int, float]:
-    """Calls completed by ``threads`` threads in ``seconds`` (at most MAX_CALLS)."""
-    clients = [make_client()] if shared else [make_client() for _ in range(threads)]
-    for client in clients:  # warm up: connect, first call
-        client.hello("warm")
+def measure(clients: list[Any], threads: int, seconds: float) -> int:
+    """Calls completed by ``threads`` threads in ``seconds`` (at most MAX_CALLS / rounds)."""
     count = [0] * threads
     stop = threading.Event()
     budget = MAX_CALLS // threads
 
     def run(i: int) -> None:
-        client = clients[0 if shared else i]
+        client = clients[i % len(clients)]
         n = 0
         while not stop.is_set() and n < budget:
             client.hello("bench")
@@ -83,23 +81,49 @@ def measure(make_client: Callable[[], Any], threads: int, seconds: float,
         count[i] = n
 
     workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    started = time.perf_counter()
     for worker in workers:
         worker.start()
     stop.wait(seconds)
     stop.set()
     for worker in workers:
         worker.join()
-    elapsed = time.perf_counter() - started
-    for client in clients:
-        if not isinstance(client, hprose.HproseClient):  # there .close would be a remote call
-            client.close()
-    return sum(count), elapsed
+    return sum(count)
+
+
+def compare(contenders: list[tuple[str, str, Callable[[], Any], bool]], threads: int,
+            seconds: float, rounds: int) -> list[tuple[str, str, int, float]]:
+    """Every contender for ``seconds`` in all, in ``rounds`` alternating slices (the order
+    flips every round, so drift in a shared machine's load hits all alike); median rates."""
+    made = []
+    for name, server, make, shared in contenders:
+        clients = [make()] if shared else [make() for _ in range(threads)]
+        for client in clients:  # warm up: connect, first call
+            client.hello("warm")
+        made.append(clients)
+    rates: list[list[float]] = [[] for _ in contenders]
+    totals = [0] * len(contenders)
+    for r in range(rounds):
+        order = list(range(len(contenders)))
+        if r % 2:
+            order.reverse()
+        for i in order:
+            started = time.perf_counter()
+            calls = measure(made[i], threads, seconds / rounds)
+            rates[i].append(calls / (time.perf_counter() - started))
+            totals[i] += calls
+    for clients in made:
+        for client in clients:
+            if not isinstance(client, hprose.HproseClient):  # there .close is a remote call
+                client.close()
+    return [(name, server, totals[i], statistics.median(rates[i]))
+            for i, (name, server, _, _) in enumerate(contenders)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="per row (default 2)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating slices per row (default 5)")
     parser.add_argument("--threads", default="1,8", help="client thread counts (default 1,8)")
     options = parser.parse_args()
 
@@ -123,17 +147,16 @@ def main() -> None:
         print("| client | server | threads | calls | calls/s | vs hprose HttpClient |")
         print("|---|---|---:|---:|---:|---:|")
         for threads in [int(t) for t in options.threads.split(",")]:
-            baseline = None
-            for name, server, make, shared in contenders:
-                calls, elapsed = measure(make, threads, options.seconds, shared)
-                rate = calls / elapsed
-                if name.startswith("hprose"):
-                    baseline = rate
+            results = compare(contenders, threads, options.seconds, options.rounds)
+            baseline = results[0][3] if results[0][0].startswith("hprose") else None
+            for name, server, calls, rate in results:
                 ratio = "%.1fx" % (rate / baseline) if baseline else "-"
                 print("| %s | %s | %d | %d | %.0f | %s |"
                       % (name, server, threads, calls, rate, ratio), flush=True)
-        print("\nPython %s, %d CPUs, %.1f s per row, servers in one subprocess."
-              % (sys.version.split()[0], os.cpu_count() or 0, options.seconds))
+        print("\nPython %s, %d CPUs, load average %.1f, %.1f s per row in %d alternating "
+              "rounds (median rate), servers in one subprocess."
+              % (sys.version.split()[0], os.cpu_count() or 0, os.getloadavg()[0],
+                 options.seconds, options.rounds))
     finally:
         if proc.stdin is not None:
             proc.stdin.close()
