@@ -332,6 +332,18 @@ class HttpTransport:
         except TimeoutError as error:
             raise CallTimeout("no reply from %s within the call's timeout (%ss)"
                               % (self.url, timeout), url=self.url) from error
+        except ssl.SSLError as error:
+            reason = error.reason or ""
+            if not reused and "ALERT" in reason and ("CERTIFICATE" in reason or "_CA" in reason):
+                # TLS 1.3: the server refuses our client certificate after our side of the
+                # handshake is done, so its alert arrives with the first read.  It never
+                # accepted the connection: the request did not execute anywhere.
+                raise ConnectError("%s refused the TLS handshake (%s): check the client "
+                                   "certificate in ssl_context" % (self.url, reason),
+                                   url=self.url) from error
+            raise TransportError("HTTP call to %s failed: %s: %s"
+                                 % (self.url, type(error).__name__, error),
+                                 url=self.url, sent=True) from error
         except (http.client.HTTPException, OSError) as error:
             raise TransportError("HTTP call to %s failed: %s: %s"
                                  % (self.url, type(error).__name__, error),
