@@ -1,0 +1,138 @@
+"""hprose over HTTPS: servers that advertise ``https://`` and clients that verify them.
+
+A ClusterHttpServer given ``ssl_context=`` serves TLS and registers an ``https://`` URL; a
+ClusterClient verifies the server certificate against the CA in its ``ssl_context`` (the system
+store when none is given).  A certificate that does not verify is a ConnectError naming the
+URL -- nothing was sent, so the client may try another server -- and, once no server is left,
+the call raises NoServerAvailable chained from that ConnectError, whose message says
+"certificate verification failed" and names the URL.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from certs import Pki, make_pki
+from hprose_cluster import (ClusterClient, ConnectError, FailoverPolicy, NoServerAvailable,
+                            TransportError)
+from hprose_cluster.demo import make_server
+
+NO_WAIT = FailoverPolicy(wait_for_server=0)  # fail at once once every server was tried
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return make_pki(tmp_path / "pki")
+
+
+def server_context(pki: Pki, require_client_cert: bool = False) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server.cert, pki.server.key)
+    if require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(pki.ca)
+    return context
+
+
+def client_context(ca: Path, cert: Any = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca))
+    if cert is not None:
+        context.load_cert_chain(cert.cert, cert.key)
+    return context
+
+
+@pytest.fixture
+def https_server(etcd, pki):
+    started = []
+
+    def start(domain: str, host: str = "127.0.0.1", **kwargs: Any) -> Any:
+        kwargs.setdefault("ssl_context", server_context(pki))
+        server = make_server("http", domain, etcd=etcd.endpoint, host=host, ttl=2,
+                             heartbeat=0.5, drain_delay=0.0, **kwargs)
+        started.append(server)
+        server.start(block=False)
+        return server
+
+    yield start
+    for server in started:
+        server.stop(drain_timeout=1)
+
+
+def test_https_server_advertises_https_and_a_verifying_client_calls_it(etcd, domain, pki,
+                                                                       https_server) -> None:
+    server = https_server(domain)
+    assert server.url.startswith("https://127.0.0.1:")
+    with ClusterClient(domain, etcd=etcd.endpoint, ssl_context=client_context(pki.ca)) as client:
+        assert [s.url for s in client.servers()] == [server.url]
+        assert client.hello("tls") == "Hello tls"
+        assert client.whoami().startswith(server.url)
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_https_over_ipv6_loopback(etcd, domain, pki, https_server) -> None:
+    server = https_server(domain, host="::1")
+    assert server.url.startswith("https://[::1]:")
+    with ClusterClient(domain, etcd=etcd.endpoint, ssl_context=client_context(pki.ca)) as client:
+        assert client.hello("v6") == "Hello v6"
+
+
+@pytest.mark.parametrize("which", ["another CA", "the system store"])
+def test_a_certificate_that_does_not_verify_is_a_clear_error(etcd, domain, pki, https_server,
+                                                             which) -> None:
+    server = https_server(domain)
+    context = client_context(make_pki(pki.ca.parent / "other").ca) if which == "another CA" \
+        else None  # default: the system store, which does not know the test CA
+    with ClusterClient(domain, etcd=etcd.endpoint, ssl_context=context, failover=NO_WAIT) as client:
+        with pytest.raises(NoServerAvailable) as caught:
+            client.hello("x")
+    error = caught.value
+    assert isinstance(error.__cause__, ConnectError)
+    assert error.__cause__.url == server.url and error.__cause__.sent is False
+    for message in (str(error), str(error.__cause__)):
+        assert "certificate verification failed" in message
+        assert server.url in message
+
+
+def test_a_plain_http_client_of_an_https_server_is_told(etcd, domain, pki, https_server) -> None:
+    """The registry says https, so even a client given no context speaks TLS (and verifies)."""
+    server = https_server(domain)
+    with ClusterClient(domain, etcd=etcd.endpoint, ssl_context=client_context(pki.ca)) as client:
+        assert client.servers()[0].url.startswith("https://")
+        assert client.hello("ok") == "Hello ok"
+    assert server.url.startswith("https://")
+
+
+def test_client_certificates_for_hprose_servers(etcd, domain, pki, https_server) -> None:
+    server = https_server(domain, ssl_context=server_context(pki, require_client_cert=True))
+    with_cert = client_context(pki.ca, pki.client)
+    with ClusterClient(domain, etcd=etcd.endpoint, ssl_context=with_cert) as client:
+        assert client.hello("mtls") == "Hello mtls"
+    without = client_context(pki.ca)
+    with ClusterClient(domain, etcd=etcd.endpoint, ssl_context=without, failover=NO_WAIT,
+                       idempotent=True) as client:
+        with pytest.raises(NoServerAvailable) as caught:
+            client.hello("x")
+    # Usually the server's alert arrives first: refused at the handshake, never executed, so a
+    # ConnectError (safe to try elsewhere).  If the server's close wins the race, the client
+    # cannot tell it from a reply cut short and reports a TransportError that was maybe sent.
+    cause = caught.value.__cause__
+    assert isinstance(cause, TransportError) and server.url in str(cause)
+    if isinstance(cause, ConnectError):
+        assert "refused the TLS handshake" in str(cause) and cause.sent is False
+    # The server survives a refused handshake and still serves a good client.
+    with ClusterClient(domain, etcd=etcd.endpoint, ssl_context=with_cert) as client:
+        assert client.hello("again") == "Hello again"
