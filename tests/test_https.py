@@ -107,15 +107,6 @@ def test_a_certificate_that_does_not_verify_is_a_clear_error(etcd, domain, pki, 
         assert server.url in message
 
 
-def test_a_plain_http_client_of_an_https_server_is_told(etcd, domain, pki, https_server) -> None:
-    """The registry says https, so even a client given no context speaks TLS (and verifies)."""
-    server = https_server(domain)
-    with ClusterClient(domain, etcd=etcd.endpoint, ssl_context=client_context(pki.ca)) as client:
-        assert client.servers()[0].url.startswith("https://")
-        assert client.hello("ok") == "Hello ok"
-    assert server.url.startswith("https://")
-
-
 def test_client_certificates_for_hprose_servers(etcd, domain, pki, https_server) -> None:
     server = https_server(domain, ssl_context=server_context(pki, require_client_cert=True))
     with_cert = client_context(pki.ca, pki.client)
