@@ -270,6 +270,7 @@ def test_server_killed_mid_call_then_restarted() -> None:
                 started = time.monotonic()
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(5)
+                proc.stdout.close()
                 caller.join(5)
                 assert time.monotonic() - started < 3
                 assert len(outcome) == 1 and type(outcome[0]) is TransportError
@@ -280,6 +281,8 @@ def test_server_killed_mid_call_then_restarted() -> None:
     finally:
         proc.kill()
         proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
