@@ -287,12 +287,15 @@ class Discovery:
 
     def _run(self) -> None:
         next_check = time.monotonic() + self.check_interval
+        retry_at = 0.0  # no repair before this (jittered backoff while etcd is away)
+        failing = False
         while not self._closing:
-            wait = max(0.0, next_check - time.monotonic())
+            now = time.monotonic()
+            wait = next_check - now
             if self._watch is None:
-                wait = min(wait, self._backoff.next())
+                wait = min(wait, retry_at - now)
             try:
-                item = self._events.get(timeout=wait)
+                item = self._events.get(timeout=max(0.0, wait))
             except queue.Empty:
                 item = None
             if self._closing:
@@ -303,17 +306,28 @@ class Discovery:
                         self._on_watch_error(item)
                     else:
                         self._apply(item)
-                if self._watch is None:
+                # Errors of a dropped watch keep arriving while etcd is away: they must not
+                # make us retry faster than the backoff allows.
+                if self._watch is None and time.monotonic() >= retry_at:
                     self._repair()
-                    self._backoff.reset()
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + self.check_interval
                     self._check()
                     if self._watch is None:
                         self._repair()
+                if failing and self._watch is not None:
+                    failing = False
+                    self._backoff.reset()
+                    log.info("domain %r: following etcd again (%d servers)",
+                             self.domain, len(self._view))
             except EtcdError as error:
-                log.warning("domain %r: %s (keeping the last %d servers)",
-                            self.domain, error, len(self._view))
+                delay = self._backoff.next()
+                retry_at = time.monotonic() + delay
+                # one warning per outage, then quieter: an outage of minutes is not a log flood
+                (log.debug if failing else log.warning)(
+                    "domain %r: %s (keeping the last %d servers; retrying in %.1f s)",
+                    self.domain, error, len(self._view), delay)
+                failing = True
             except Exception:
                 log.exception("domain %r: unexpected error in the discovery thread", self.domain)
 

@@ -8,7 +8,6 @@ calling one function continuously, bounded in count and time, and records every 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import signal
@@ -21,16 +20,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the test process dies, so no server outlives a crash."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except Exception:
-        pass
+# The child asks for SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG survives exec), so
+# no server outlives a crashed test run.  Done in the child's own code, not with preexec_fn:
+# that forces a plain fork(), whose gRPC atfork handlers can abort the child of a process with
+# live gRPC threads.
+_LAUNCH = ("import ctypes, runpy, signal, sys; "
+           "ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0); "
+           "sys.argv[0] = 'hprose_cluster.demo'; "
+           "runpy.run_module('hprose_cluster.demo', run_name='__main__', alter_sys=True)")
 
 
 class ServerProc:
@@ -42,7 +39,7 @@ class ServerProc:
         self.domain = domain
         self.etcd = etcd
         self.transport = transport
-        self.args = [sys.executable, "-m", "hprose_cluster.demo", "serve",
+        self.args = [sys.executable, "-c", _LAUNCH, "serve",
                      "--transport", transport, "--domain", domain, "--etcd", etcd,
                      "--ttl", str(ttl), "--heartbeat", str(heartbeat),
                      "--drain-delay", str(drain_delay), *extra_args]
@@ -58,7 +55,7 @@ class ServerProc:
         self.log_path = Path(path)
         with os.fdopen(fd, "wb") as log:
             self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=log,
-                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                         stdin=subprocess.DEVNULL)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         line = b""

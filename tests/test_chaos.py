@@ -174,10 +174,16 @@ def test_d_etcd_restarted_empty_every_server_registers_again(etcd_factory, fleet
             assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
                               BOUND), (etcd_urls(etcd.endpoint, domain), client_urls(client))
             took = time.monotonic() - returned
+            # the client noticed the new cluster and re-read it ...
+            assert wait_until(lambda: client.discovery.resyncs >= 1, CHECK + 2)
+            # ... and its watch follows the new cluster (not stuck at the old revision)
+            fleet.servers[0].kill()
+            fleet.start(1)
+            assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
+                              BOUND)
             assert load.wait_calls(200)
         log.info("(d) all back and agreed %.2f s after the empty etcd answered; %s",
                  took, load.describe_failures())
-        assert client.discovery.resyncs >= 1
 
 
 # ------------------------------------------------------------------ (f) etcd paused past TTL
