@@ -412,6 +412,40 @@ def test_stop_drains_in_flight_calls_and_runs_hooks() -> None:
         TcpClient(server.url, timeout=1).hello("x")
 
 
+# --------------------------------------------------------------------------- TLS
+
+
+def test_tls_round_trips(tmp_path: Path) -> None:
+    import ssl
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(str(pki.server.cert), str(pki.server.key))
+    client_context = ssl.create_default_context(cafile=str(pki.ca))
+    server = make_server(ssl_context=server_context)
+    server.start(block=False)
+    port = server.address[1]  # type: ignore[index]
+    try:
+        for full_duplex in (False, True):
+            with TcpClient("tcp://localhost:%d" % port, timeout=5, full_duplex=full_duplex,
+                           ssl_context=client_context) as client:
+                assert client.hello("tls😀") == "Hello tls😀"
+                assert client.hello("again") == "Hello again"
+        with TcpClient(server.url, timeout=5) as plain:  # no TLS: fails, never hangs
+            with pytest.raises(TransportError):
+                plain.hello("x")
+        with TcpClient("tcp://localhost:%d" % port, timeout=5,  # an unknown CA: never sent
+                       ssl_context=ssl.create_default_context()) as untrusted:
+            with pytest.raises(ConnectError):
+                untrusted.hello("x")
+    finally:
+        server.stop()
+    assert not our_threads()
+
+
 # --------------------------------------------------------------------------- hostile peers
 
 

@@ -730,10 +730,10 @@ class TcpServer(HproseService):
                 return
             was_serving = self._tcp_state == "serving"
             self._tcp_state = "stopping"
-        deadline = time.monotonic() + max(0.0, drain_timeout)
         try:
-            self._before_stop()
+            self._before_stop()  # may take a while (the mixin deregisters, then waits)
         finally:
+            deadline = time.monotonic() + max(0.0, drain_timeout)
             self._tcp_wake()
             serve_thread = self._tcp_serve_thread
             if serve_thread is not None and serve_thread is not threading.current_thread():
@@ -760,11 +760,14 @@ class TcpServer(HproseService):
                 connections = list(self._tcp_connections)
             for conn in connections:
                 conn.force_close()
+            # threads only finishing up exit at once; one stuck in a user function is given
+            # what is left of the drain time (at least a few seconds), then left behind (daemon)
+            join_by = max(deadline, time.monotonic() + 5.0)
             for conn in connections:
                 if conn.thread is not None and conn.thread is not threading.current_thread():
-                    conn.thread.join(1.0)
+                    conn.thread.join(max(0.0, join_by - time.monotonic()))
             if self._tcp_pool is not None:
-                self._tcp_pool.shutdown(1.0)
+                self._tcp_pool.shutdown(max(0.0, join_by - time.monotonic()))
             self._tcp_serve_thread = None
             with self._tcp_lock:
                 self._tcp_state = "stopped"
