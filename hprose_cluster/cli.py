@@ -704,9 +704,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_handler: logging.Handler | None = None
+
+
 def _setup_logging(debug: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    """Library warnings go to stderr like our own; one handler even if main() runs twice."""
+    global _handler
     library = logging.getLogger("hprose_cluster")
+    if _handler is not None:
+        library.removeHandler(_handler)
+    handler = _handler = logging.StreamHandler(sys.stderr)
     if debug:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         library.setLevel(logging.DEBUG)
