@@ -405,7 +405,8 @@ def test_signal_stops_blocking_start_gracefully(signum: int) -> None:
     try:
         url = process.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
-        assert HttpClient(url).useService() is not None
+        with urllib.request.urlopen(url, timeout=5) as response:  # it serves
+            assert response.read() == b"Fa{}z"
         process.send_signal(signum)
         out, err = process.communicate(timeout=10)
     finally:

@@ -311,6 +311,7 @@ class HttpTransport:
         # Kept apart from conn.sock: http.client drops that as soon as a reply says
         # "Connection: close", while the reply body is still to be read from this socket.
         sock = conn.sock
+        response: http.client.HTTPResponse | None = None
         ok = False
         try:
             self._set_timeout(sock, deadline, sent=False)
@@ -352,6 +353,8 @@ class HttpTransport:
             if ok:
                 self._checkin(pooled)
             else:
+                if response is not None:
+                    response.close()  # it may own the socket (after "Connection: close")
                 conn.close()
 
     def _read_reply(self, sock: socket.socket, response: http.client.HTTPResponse,
@@ -794,19 +797,15 @@ class HttpServer(hprose.HproseHttpService):
             if self._stop_called:
                 raise RuntimeError("HttpServer was stopped; create a new one")
             self._serving = True
-        try:
-            self._on_listening()
-        except BaseException:
-            self.stop(drain_timeout=0)
-            raise
-        self._loop_done.clear()
-        if not block:
+        if block:
+            self._serve_blocking()
+            return
+        self._call_on_listening()
+        if self._loop_starting():
             thread = threading.Thread(target=self._serve_loop, daemon=True,
                                       name="hprose-cluster-http-serve-%d" % self.address[1])
             self._serve_thread = thread
             thread.start()
-            return
-        self._serve_blocking()
 
     def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop gracefully: ``_before_stop()``, stop accepting, let running requests finish
@@ -844,7 +843,26 @@ class HttpServer(hprose.HproseHttpService):
 
     # --- serving --------------------------------------------------------------------------
 
+    def _call_on_listening(self) -> None:
+        """Run the hook; if it fails (say, etcd registration), stop and re-raise."""
+        try:
+            self._on_listening()
+        except BaseException:
+            self.stop(drain_timeout=0)
+            raise
+
+    def _loop_starting(self) -> bool:
+        """Mark the accept loop as running, unless stop() came first."""
+        with self._lock:
+            if self._stopping:
+                return False
+            self._loop_done.clear()
+            return True
+
     def _serve_blocking(self) -> None:
+        """Serve in this thread.  In the main thread SIGINT/SIGTERM handlers are installed
+        *before* ``_on_listening()``, so a signal during registration still ends in a graceful
+        stop (and deregistration) rather than the default abrupt exit."""
         previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -853,15 +871,17 @@ class HttpServer(hprose.HproseHttpService):
                 except (ValueError, OSError):  # not the main interpreter, or not supported
                     pass
         try:
-            self._serve_loop()
-        except KeyboardInterrupt:
-            _log.info("interrupted; stopping %s", self.url)
-        finally:
+            self._call_on_listening()
             try:
-                self.stop()
+                if self._loop_starting():
+                    self._serve_loop()
+            except KeyboardInterrupt:  # SIGINT arrived before our handler was installed
+                _log.info("interrupted; stopping %s", self.url)
             finally:
-                for signum, handler in previous.items():
-                    signal.signal(signum, handler)
+                self.stop()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         """Only set a flag and wake the loop: stop() takes locks and joins threads, which a
