@@ -51,13 +51,17 @@ def discovery_overhead(etcd: str, settings: Settings, **_: object) -> list[Row]:
         with ExitStack() as stack:
             server = stack.enter_context(ServerProcess(transport, domain, etcd))
             direct = stack.enter_context(direct_class(server.url))
+            # A second, identical direct client: the A/A control that shows the noise floor.
+            control = stack.enter_context(direct_class(server.url))
             cluster = stack.enter_context(ClusterClient(domain, etcd=etcd))
             if not cluster.discovery.wait_for_servers(10):
                 raise RuntimeError("the client never saw its server in %s" % domain)
             for threads in (1, 8):
                 rates = interleaved({"direct": lambda: direct.hello("w"),
-                                     "cluster": lambda: cluster.hello("w")}, threads, settings)
+                                     "cluster": lambda: cluster.hello("w"),
+                                     "control": lambda: control.hello("w")}, threads, settings)
                 of_medians, paired = ratio(rates, "cluster", "direct")
+                noise, _ = ratio(rates, "control", "direct")
                 d, c = median(rates["direct"]), median(rates["cluster"])
                 extra_us = (threads / c - threads / d) * 1e6
                 rows.append(Row(
@@ -65,8 +69,8 @@ def discovery_overhead(etcd: str, settings: Settings, **_: object) -> list[Row]:
                     "%s, %d thread%s: ClusterClient / direct %sClient" % (
                         transport.upper(), threads, "s" if threads > 1 else "",
                         "Http" if transport == "http" else "Tcp"),
-                    "%.3f (direct %s, cluster %s; %+.1f us/call)" % (
-                        of_medians, fmt_rate(d), fmt_rate(c), extra_us),
+                    "%.3f (direct %s, cluster %s; %+.1f us/call; A/A control %.3f)" % (
+                        of_medians, fmt_rate(d), fmt_rate(c), extra_us, noise),
                     ">= 0.97", of_medians >= 0.97,
                     {"paired_ratio": paired, "direct": rates["direct"],
                      "cluster": rates["cluster"]}))
