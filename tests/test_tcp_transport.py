@@ -434,6 +434,24 @@ def test_tls_round_trips(tmp_path: Path) -> None:
                            ssl_context=client_context) as client:
                 assert client.hello("tls😀") == "Hello tls😀"
                 assert client.hello("again") == "Hello again"
+        # one TLS connection read by its reader thread while 16 threads write on it
+        with TcpClient("tcp://localhost:%d" % port, timeout=10, full_duplex=True,
+                       ssl_context=client_context) as client:
+            errors: list[BaseException] = []
+
+            def work(n: int) -> None:
+                try:
+                    for i in range(30):
+                        assert client.echo("%d-%d" % (n, i)) == "%d-%d" % (n, i)
+                except BaseException as error:
+                    errors.append(error)
+
+            threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            assert not errors, errors[:3]
         with TcpClient(server.url, timeout=5) as plain:  # no TLS: fails, never hangs
             with pytest.raises(TransportError):
                 plain.hello("x")

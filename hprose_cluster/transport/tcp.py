@@ -139,6 +139,8 @@ class _FullDuplexConnection:
 
     def __init__(self, sock: socket.socket, url: str, max_frame: int):
         self.sock = sock
+        # a TLS socket is read by the reader thread while callers write: see wire.SslIo
+        self.io: wire.ByteStream = wire.SslIo(sock) if isinstance(sock, ssl.SSLSocket) else sock
         self.url = url
         self.max_frame = max_frame
         self.dead = False
@@ -162,7 +164,7 @@ class _FullDuplexConnection:
         try:
             frame = wire.encode_full(request, request_id)
             with self._send_lock:
-                self.sock.sendall(frame)
+                self.io.sendall(frame)
         except OSError as error:
             self._fail(TransportError(
                 "hprose TCP call to %s failed while sending: %s" % (self.url, error),
@@ -175,12 +177,15 @@ class _FullDuplexConnection:
                 raise CallTimeout("hprose TCP call to %s timed out after %.3gs"
                                   % (self.url, timeout or 0.0), url=self.url)
         if call.error is not None:
-            raise call.error
+            # one error object is shared by every call the broken connection failed: raise a
+            # copy per caller so that concurrent raises do not mix their tracebacks
+            error = call.error
+            raise type(error)(str(error), url=error.url, sent=error.sent) from error.__cause__
         assert call.reply is not None
         return call.reply
 
     def _read_loop(self) -> None:
-        reader = wire.FrameReader(self.sock, self.max_frame)
+        reader = wire.FrameReader(self.io, self.max_frame)
         try:
             while True:
                 frame = reader.read_frame()
@@ -550,6 +555,7 @@ class _ServerConnection:
 
     def __init__(self, sock: socket.socket, peer: Any):
         self.sock = sock
+        self.io: wire.ByteStream = sock  # wire.SslIo once a TLS handshake is done
         self.peer = peer
         self.send_lock = threading.Lock()
         self.cond = threading.Condition()
@@ -560,7 +566,7 @@ class _ServerConnection:
     def send(self, data: bytes) -> bool:
         try:
             with self.send_lock:
-                self.sock.sendall(data)
+                self.io.sendall(data)
             return True
         except OSError as error:
             logger.debug("cannot answer %s: %s", self.peer, error)
@@ -856,8 +862,9 @@ class TcpServer(HproseService):
         try:
             if self.ssl_context is not None:
                 conn.sock.settimeout(10.0)
-                conn.sock = self.ssl_context.wrap_socket(conn.sock, server_side=True)
-                conn.sock.settimeout(None)
+                tls = self.ssl_context.wrap_socket(conn.sock, server_side=True)
+                conn.sock = tls
+                conn.io = wire.SslIo(tls)
             self._tcp_read_requests(conn)
         except (ssl.SSLError, OSError) as error:
             if not conn.closed:
@@ -870,7 +877,7 @@ class TcpServer(HproseService):
                 self._tcp_connections.discard(conn)
 
     def _tcp_read_requests(self, conn: _ServerConnection) -> None:
-        reader = wire.FrameReader(conn.sock, self.max_frame)
+        reader = wire.FrameReader(conn.io, self.max_frame)
         while True:
             try:
                 frame = reader.read_frame()

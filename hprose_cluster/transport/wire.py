@@ -11,9 +11,12 @@ peer that declares 2 GiB and sends ten bytes costs ten bytes (plus one receive c
 
 from __future__ import annotations
 
+import select
 import socket
+import ssl
 import struct
-from typing import NamedTuple
+import threading
+from typing import NamedTuple, Protocol
 
 FULL_DUPLEX_BIT = 0x80000000
 LENGTH_MASK = 0x7FFFFFFF
@@ -64,6 +67,66 @@ def encode(body: bytes, request_id: int | None) -> bytes:
     return encode_half(body) if request_id is None else encode_full(body, request_id)
 
 
+class ByteStream(Protocol):
+    """What framing needs from a connection: a plain socket, or ``SslIo`` around a TLS one."""
+
+    def recv(self, bufsize: int) -> bytes: ...
+
+    def sendall(self, data: bytes) -> None: ...
+
+
+class SslIo:
+    """A TLS socket that one thread may read while others write.
+
+    OpenSSL does not allow ``SSL_read`` and ``SSL_write`` on one connection at the same time,
+    and a full-duplex connection does exactly that (a reader thread, writers answering or
+    calling).  Here every TLS operation runs under one lock on a non-blocking socket; a side
+    that must wait for the network releases the lock and waits on the file descriptor, so a
+    reader idle in ``recv`` never blocks a writer.  Waits are sliced (``_SLICE``) because the
+    other side may have pulled into OpenSSL's buffer the bytes this side is waiting for.
+    """
+
+    _SLICE = 0.2
+
+    def __init__(self, sock: ssl.SSLSocket):
+        self.sock = sock
+        self._lock = threading.Lock()
+        sock.setblocking(False)
+
+    def recv(self, bufsize: int) -> bytes:
+        while True:
+            with self._lock:
+                try:
+                    return self.sock.recv(bufsize)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    readable = True
+                except ssl.SSLWantWriteError:
+                    readable = False
+            self._wait(readable)
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            with self._lock:
+                try:
+                    view = view[self.sock.send(view):]
+                    continue
+                except (ssl.SSLWantWriteError, BlockingIOError):
+                    readable = False
+                except ssl.SSLWantReadError:
+                    readable = True
+            self._wait(readable)
+
+    def _wait(self, readable: bool) -> None:
+        fd = self.sock.fileno()
+        if fd < 0:
+            raise OSError("TLS connection closed")
+        if readable:
+            select.select([fd], [], [fd], self._SLICE)
+        else:
+            select.select([], [fd], [fd], self._SLICE)
+
+
 class FrameReader:
     """Reads frames from one socket through a small buffer.
 
@@ -75,7 +138,7 @@ class FrameReader:
     _CHUNK = 64 * 1024
     _MAX_CHUNK = 1024 * 1024
 
-    def __init__(self, sock: socket.socket, max_frame: int):
+    def __init__(self, sock: ByteStream, max_frame: int):
         self.sock = sock
         self.max_frame = max_frame
         self._buf = bytearray()
