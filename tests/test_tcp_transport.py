@@ -15,7 +15,6 @@ import tracemalloc
 from pathlib import Path
 from typing import Iterator
 
-import hprose
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -10,6 +10,11 @@ shared full-duplex connection with a reader thread), ``TcpClient`` is the hprose
 Server side: ``TcpServer`` is an ``hprose.HproseService`` served on threads; it decides the mode
 per frame, as the Go server does.
 
+TLS: give ``ssl_context`` to both sides (the URL scheme stays ``tcp``, as in Go).  A TLS
+connection that is read and written by different threads goes through ``wire.SslIo``.
+Full duplex does not bound a send that blocks because the server stopped reading; the wait
+for the reply is bounded by the call's timeout.
+
 Failures map onto ``hprose_cluster.errors``: a connect that fails is ``ConnectError``
 (``sent=False``), no reply in time is ``CallTimeout``, a connection that breaks under a call is
 ``TransportError(sent=True)``, a bad or oversized reply is ``FrameError``.  Every message names
