@@ -169,7 +169,7 @@ def test_a_replaced_cluster_is_diffed_and_listeners_see_only_real_changes(etcd_f
             # old one's reconnect backoff (at most 1 s) before it reaches the new etcd
             assert wait_until(lambda: _try(put, writer, "b", "c", "d"), 3)
         assert discovery.wait_for(
-            lambda v: {s.url for s in v} == {infos[n].url for n in "bcd"}, 5 + CHECK)
+            lambda v: {s.url for s in v} == {infos[n].url for n in "bcd"}, MAX_BACKOFF + 5)
         time.sleep(2 * CHECK)
     assert sorted(changes) == [("+", infos["d"].url), ("-", infos["a"].url)]
 
