@@ -28,8 +28,9 @@ pytestmark = pytest.mark.timeout(60)
 REPO = Path(__file__).resolve().parent.parent
 
 
-def our_threads() -> set[str]:
-    return {t.name for t in threading.enumerate() if t.name.startswith("hprose-cluster-tcp")}
+def our_threads() -> set[threading.Thread]:
+    """Live TCP transport threads (objects, so other tests' leftovers are told apart)."""
+    return {t for t in threading.enumerate() if t.name.startswith("hprose-cluster-tcp")}
 
 
 def make_server(host: str = "127.0.0.1", **kwargs: object) -> TcpServer:
@@ -366,7 +367,6 @@ def test_oversized_reply_is_frame_error() -> None:
 
 def test_close_leaves_no_thread_behind() -> None:
     before = our_threads()
-    assert not before
     server = make_server()
     server.start(block=False)
     for full_duplex in (False, True):
@@ -378,10 +378,10 @@ def test_close_leaves_no_thread_behind() -> None:
     with socket.create_connection(server.address) as raw:  # type: ignore[arg-type]
         raw.sendall(wire.encode_full(b'Cs5"hello"a1{s1"x"}z', 7))
         assert raw.recv(100)
-        assert our_threads()
+        assert our_threads() - before
         server.stop()
         server.stop()  # idempotent
-    assert not our_threads(), our_threads()
+    assert not our_threads() - before, our_threads() - before
 
 
 def test_stop_drains_in_flight_calls_and_runs_hooks() -> None:
@@ -424,6 +424,7 @@ def test_tls_round_trips(tmp_path: Path) -> None:
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(str(pki.server.cert), str(pki.server.key))
     client_context = ssl.create_default_context(cafile=str(pki.ca))
+    before = our_threads()
     server = make_server(ssl_context=server_context)
     server.start(block=False)
     port = server.address[1]  # type: ignore[index]
@@ -460,7 +461,7 @@ def test_tls_round_trips(tmp_path: Path) -> None:
                 untrusted.hello("x")
     finally:
         server.stop()
-    assert not our_threads()
+    assert not our_threads() - before
 
 
 # --------------------------------------------------------------------------- hostile peers
