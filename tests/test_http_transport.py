@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import os
 import signal
 import socket
@@ -254,6 +255,29 @@ def test_stale_connection_closed_as_request_arrives_is_retried_once() -> None:
     assert [number for number, _ in requests] == [1, 2]
 
 
+def test_connection_closed_while_idle_is_not_used(caplog: pytest.LogCaptureFixture) -> None:
+    """A server that closed an idle connection long ago: the pool notices the EOF before
+    reuse, so the request goes straight to a new connection (no send-then-retry)."""
+    requests: list[int] = []
+
+    def script(number: int, sock: socket.socket) -> None:
+        _read_request(sock)
+        requests.append(number)
+        _reply(sock, b"R%dz" % number)  # keep-alive reply, then close at once
+
+    url, close = _fake_server(script)
+    caplog.set_level(logging.DEBUG, logger="hprose_cluster.transport.http")
+    try:
+        with HttpTransport(url) as transport:
+            assert transport.round_trip(b"Cs1\"a\"z", 5) == b"R1z"
+            time.sleep(0.2)  # let the FIN arrive
+            assert transport.round_trip(b"Cs1\"b\"z", 5) == b"R2z"
+    finally:
+        close()
+    assert requests == [1, 2]
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+
+
 def test_fresh_connection_closed_without_reply_is_not_retried() -> None:
     attempts = []
 
@@ -286,6 +310,23 @@ def test_reply_larger_than_max_body_is_refused(server: HttpServer) -> None:
         assert len(client.big(900)) == 900
         with pytest.raises(TransportError, match="max_body"):
             client.big(5000)
+
+
+def test_reply_declaring_huge_body_is_refused_unread() -> None:
+    def script(number: int, sock: socket.socket) -> None:
+        _read_request(sock)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\nRz")
+        time.sleep(1)  # and nothing more: a client that waits for the body times out
+
+    url, close = _fake_server(script)
+    try:
+        with HttpTransport(url, max_body=1000) as transport:
+            with pytest.raises(TransportError) as info:
+                transport.round_trip(b"z", 0.8)
+    finally:
+        close()
+    assert not isinstance(info.value, CallTimeout)
+    assert "1000000000000" in str(info.value) and url in str(info.value)
 
 
 # --------------------------------------------------------------------------- threads, errors
@@ -368,6 +409,35 @@ def test_stop_closes_idle_keep_alive_connections_at_once(server: HttpServer) -> 
     assert _http_threads() == []
 
 
+def test_stop_closes_idle_connections_while_draining(servers: Servers) -> None:
+    """stop(): an idle keep-alive connection is closed at once, while a running request is
+    finished and answered with "Connection: close"."""
+    server = servers()
+
+    def post(body: bytes) -> bytes:
+        return b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    with socket.create_connection(server.address, timeout=5) as idle, \
+            socket.create_connection(server.address, timeout=5) as busy:
+        idle.sendall(post(b'Cs5"hello"a1{s1"a"}z'))
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200 OK")  # now idle, kept alive
+        busy.sendall(post(b'Cs4"slow"a1{5}z'))
+        assert servers.started.wait(5)
+        stopper = threading.Thread(target=server.stop, kwargs={"drain_timeout": 5})
+        stopper.start()
+        idle.settimeout(2)
+        assert idle.recv(100) == b""  # closed at once, while the slow call still runs
+        assert stopper.is_alive() and server.in_flight == 1
+        servers.release.set()
+        reply = b""
+        while chunk := busy.recv(65536):
+            reply += chunk
+        stopper.join(5)
+    assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b'Rs4"done"z')
+    assert b"\r\nConnection: close\r\n" in reply
+    assert _http_threads() == []
+
+
 def test_hooks_and_listen(servers: Servers) -> None:
     calls = []
 
@@ -436,6 +506,8 @@ def test_oversized_content_length_gets_413_without_reading_body(servers: Servers
     (b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", b"400"),
     (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nzzzz", b"400"),
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n", b"411"),
+    (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"1\r\nz\r\n0\r\n\r\n", b"411"),
     (b"this is not http\r\n\r\n", b"400"),
     (b"GET /\r\n", b"400"),
     (b"POST / HTTP/9.9\r\nContent-Length: 1\r\n\r\nz", b"505"),
