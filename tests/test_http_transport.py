@@ -87,6 +87,10 @@ def servers() -> Iterator[Servers]:
         yield factory
     finally:
         factory.close()
+    # a connection thread that called stop() itself ends just after answering
+    deadline = time.monotonic() + 2
+    while _http_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert _http_threads() == []
 
 
@@ -436,6 +440,17 @@ def test_stop_closes_idle_connections_while_draining(servers: Servers) -> None:
     assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b'Rs4"done"z')
     assert b"\r\nConnection: close\r\n" in reply
     assert _http_threads() == []
+
+
+def test_stop_called_by_a_service_function_answers_it(servers: Servers) -> None:
+    server = servers()
+    server.addFunction(lambda: server.stop(drain_timeout=5) or "bye", "shutdown")
+    with HttpClient(server.url) as client:
+        start = time.monotonic()
+        assert client.shutdown() == "bye"
+        assert time.monotonic() - start < 2  # it did not wait for itself to drain
+    with pytest.raises(RuntimeError, match="stopped"):
+        server.start(block=False)
 
 
 def test_hooks_and_listen(servers: Servers) -> None:

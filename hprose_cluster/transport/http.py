@@ -642,6 +642,8 @@ class _Handler(BaseHTTPRequestHandler):
         lines.append("Content-Length: %d" % len(payload))
         if self.close_connection:
             lines.append("Connection: close")
+        elif self.request_version == "HTTP/1.0":  # it asked for keep-alive; say we agree
+            lines.append("Connection: keep-alive")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
         self.wfile.write(head if self.command == "HEAD" else head + payload)
         self.log_request(code, len(payload))
@@ -667,6 +669,9 @@ class _Handler(BaseHTTPRequestHandler):
                 discarded += len(data)
         except (OSError, ValueError):
             pass
+
+    def version_string(self) -> str:
+        return self.server_version
 
     # --- logging: never to stderr ---------------------------------------------------------
 
@@ -792,10 +797,10 @@ class HttpServer(hprose.HproseHttpService):
         """
         self.listen()
         with self._lock:
-            if self._serving:
-                raise RuntimeError("HttpServer is already serving")
             if self._stop_called:
                 raise RuntimeError("HttpServer was stopped; create a new one")
+            if self._serving:
+                raise RuntimeError("HttpServer is already serving")
             self._serving = True
         if block:
             self._serve_blocking()
@@ -945,6 +950,7 @@ class HttpServer(hprose.HproseHttpService):
     def _run_connection(self, conn: _Connection) -> None:
         """The body of a connection thread; no exception leaves it."""
         _in_handler.active = True
+        _in_handler.conn = conn
         peer = "%s:%s" % tuple(conn.address[:2])
         try:
             conn.sock.settimeout(self.idle_timeout)
@@ -1027,8 +1033,10 @@ class HttpServer(hprose.HproseHttpService):
                                  "connections", self._name(), self._in_flight - own, drain_timeout)
                     break
                 self._changed.wait(remaining)
+            mine = getattr(_in_handler, "conn", None)
             for conn in self._connections:
-                _socket_shutdown(conn.sock)
+                if conn is not mine:  # stop() called by a service function: let it answer
+                    _socket_shutdown(conn.sock)
             threads = [c.thread for c in self._connections if c.thread is not None]
         join_deadline = max(deadline, time.monotonic()) + 1.0
         for thread in threads:
