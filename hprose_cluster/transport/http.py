@@ -448,12 +448,14 @@ class HttpClient(BaseClient):
 class _Connection:
     """Server-side bookkeeping for one accepted connection."""
 
-    __slots__ = ("sock", "address", "busy", "thread")
+    __slots__ = ("sock", "address", "busy", "shut", "served", "thread")
 
     def __init__(self, sock: socket.socket, address: Any):
         self.sock = sock
         self.address = address
         self.busy = False  # True while a request on it is being executed and answered
+        self.shut = False  # shut down by stop() while idle: never execute a request from it
+        self.served = 0  # requests answered on it
         self.thread: threading.Thread | None = None
 
 
@@ -959,8 +961,8 @@ class HttpServer(hprose.HproseHttpService):
                                                    do_handshake_on_connect=False)
                 with self._lock:
                     conn.sock = tls
-                    stopping = self._stopping
-                if stopping:
+                    shut = conn.shut
+                if shut:
                     return
                 try:
                     tls.do_handshake()
@@ -984,15 +986,25 @@ class HttpServer(hprose.HproseHttpService):
     # --- state shared by connection threads and stop() ------------------------------------
 
     def _connection_idle(self, conn: _Connection) -> bool:
-        """A connection waits for its next request; False means close it (we are stopping)."""
+        """A connection waits for its next request; False means close it.
+
+        While stopping, a connection that has answered requests is closed; a new one may still
+        bring its first request, until stop() shuts it down.
+        """
         with self._lock:
             conn.busy = False
-            return not self._stopping
+            return not conn.shut and not (self._stopping and conn.served)
 
     def _request_started(self, conn: _Connection) -> bool:
-        """A complete request head arrived; False (stopping) means drop it unexecuted."""
+        """A complete request head arrived; False means drop it unexecuted.
+
+        Dropped only when stop() already shut the connection down: the reply could not be
+        sent, and a client retrying a silently closed kept-alive connection must be able to
+        trust that the request did not run.  A request that arrives while stopping, on a
+        connection not shut yet, is executed and drained like any other.
+        """
         with self._lock:
-            if self._stopping:
+            if conn.shut:
                 return False
             conn.busy = True
             self._in_flight += 1
@@ -1000,6 +1012,7 @@ class HttpServer(hprose.HproseHttpService):
 
     def _request_finished(self, conn: _Connection) -> None:
         with self._lock:
+            conn.served += 1
             self._in_flight -= 1
             self._changed.notify_all()
 
@@ -1010,10 +1023,7 @@ class HttpServer(hprose.HproseHttpService):
             _log.exception("_before_stop() failed; stopping anyway")
         deadline = time.monotonic() + max(drain_timeout, 0.0)
         with self._lock:
-            self._stopping = True
-            for conn in self._connections:
-                if not conn.busy:  # idle keep-alive or handshaking: nothing to finish
-                    _socket_shutdown(conn.sock)
+            self._stopping = True  # the accept loop ends; answered connections close
         self._wake()
         current = threading.current_thread()
         if self._serve_thread is not None and self._serve_thread is not current:
@@ -1023,6 +1033,14 @@ class HttpServer(hprose.HproseHttpService):
         for sock in (self._listener, self._wake_r, self._wake_w):
             if sock is not None:
                 sock.close()
+        # Only now close the idle connections: a client that retries a request on a new
+        # connection then gets a clean "connection refused" (ConnectError, sent=False), not a
+        # connection accepted into a backlog that is about to be reset.
+        with self._lock:
+            for conn in self._connections:
+                if not conn.busy:  # idle keep-alive or handshaking: nothing to finish
+                    conn.shut = True
+                    _socket_shutdown(conn.sock)
         # Drain: requests being executed finish and are answered (with Connection: close).
         own = 1 if getattr(_in_handler, "active", False) else 0
         with self._lock:
@@ -1036,6 +1054,7 @@ class HttpServer(hprose.HproseHttpService):
             mine = getattr(_in_handler, "conn", None)
             for conn in self._connections:
                 if conn is not mine:  # stop() called by a service function: let it answer
+                    conn.shut = True
                     _socket_shutdown(conn.sock)
             threads = [c.thread for c in self._connections if c.thread is not None]
         join_deadline = max(deadline, time.monotonic()) + 1.0
