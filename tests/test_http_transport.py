@@ -404,6 +404,30 @@ def test_stop_drains_a_call_in_progress_and_leaves_no_thread(servers: Servers) -
     server.stop()  # idempotent
 
 
+def test_request_outliving_drain_timeout_fails_as_sent_not_retried(servers: Servers) -> None:
+    """On a kept-alive connection, a silent close would look stale and be retried (and then
+    reported as never sent); the server answers 503 instead."""
+    server = servers()
+    with HttpClient(server.url) as client:
+        client.hello("warm")  # the slow call below reuses this connection
+        errors: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                client.slow(3)
+            except BaseException as error:  # checked below
+                errors.append(error)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        assert servers.started.wait(5)
+        server.stop(drain_timeout=0.2)
+        caller.join(5)
+    servers.release.set()
+    assert len(errors) == 1 and type(errors[0]) is TransportError, errors
+    assert errors[0].sent is True and "503" in str(errors[0])
+
+
 def test_stop_closes_idle_keep_alive_connections_at_once(server: HttpServer) -> None:
     with HttpClient(server.url) as client:
         client.hello("x")  # leaves an idle keep-alive connection open on the server

@@ -196,9 +196,13 @@ class HttpTransport:
         byte of the status line.  Only then, and only once, the call is repeated on a fresh
         connection.  That is safe because an HTTP/1.1 server closes a keep-alive connection
         only *between* requests, i.e. without having read ours, and this check never fires on
-        a fresh connection or after any reply byte.  (The one server behaviour that would make
-        it unsafe, resetting the connection after reading a request and before answering, is a
-        crash; the retry then runs on a fresh connection that such a server refuses anyway.)
+        a fresh connection or after any reply byte.
+
+        The residual risk is a peer that reads a request and then closes without a byte of
+        reply: a server process killed mid-call, or a proxy dropping its backend.  On a reused
+        connection that looks the same, so such a call may run twice.  ``HttpServer`` never
+        does it: stop() closes only idle connections, never executes a request from a
+        connection it has closed, and answers 503 for a request that outlives the drain.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         pooled = self._checkout()
@@ -448,7 +452,8 @@ class HttpClient(BaseClient):
 class _Connection:
     """Server-side bookkeeping for one accepted connection."""
 
-    __slots__ = ("sock", "address", "busy", "shut", "served", "thread")
+    __slots__ = ("sock", "address", "busy", "shut", "served", "thread", "write_lock",
+                 "abandoned")
 
     def __init__(self, sock: socket.socket, address: Any):
         self.sock = sock
@@ -457,11 +462,42 @@ class _Connection:
         self.shut = False  # shut down by stop() while idle: never execute a request from it
         self.served = 0  # requests answered on it
         self.thread: threading.Thread | None = None
+        # Replies are written under write_lock; once stop() has given up on a running request
+        # (drain timeout) and answered 503 itself, ``abandoned`` keeps the late reply out.
+        self.write_lock = threading.RLock()
+        self.abandoned = False
 
 
 _in_handler = threading.local()  # set in connection threads; lets stop() skip joining itself
 
 _DIGITS = re.compile(r"[0-9]{1,20}")
+
+
+_ABANDONED_BODY = b"server stopped while this request was running; no result\n"
+_ABANDONED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+              b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+              % (len(_ABANDONED_BODY), _ABANDONED_BODY))
+
+
+def _abandon(conn: _Connection) -> None:
+    """Answer 503 for a request still running when the drain timeout ends.
+
+    Closing the connection silently would look, to a client on a kept-alive connection, like
+    a server closing an idle connection, and the client would retry a request that did run.
+    A status line first makes the failure a plain "sent" error.  If the handler is writing
+    its reply right now (write_lock taken), that reply is on its way and is left alone.
+    """
+    if not conn.write_lock.acquire(blocking=False):
+        return
+    try:
+        if conn.busy and not conn.abandoned:
+            conn.abandoned = True
+            conn.sock.settimeout(0.5)
+            conn.sock.sendall(_ABANDONED)
+    except (OSError, ValueError):
+        pass
+    finally:
+        conn.write_lock.release()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -647,8 +683,20 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.request_version == "HTTP/1.0":  # it asked for keep-alive; say we agree
             lines.append("Connection: keep-alive")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-        self.wfile.write(head if self.command == "HEAD" else head + payload)
+        with self.conn.write_lock:
+            if self.conn.abandoned:
+                self.close_connection = True
+                return
+            self.wfile.write(head if self.command == "HEAD" else head + payload)
         self.log_request(code, len(payload))
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        with self.conn.write_lock:
+            if self.conn.abandoned:
+                self.close_connection = True
+                return
+            super().send_error(code, message, explain)
 
     def _linger(self) -> None:
         """Close politely after an error reply sent without reading the request body.
@@ -1053,9 +1101,12 @@ class HttpServer(hprose.HproseHttpService):
                 self._changed.wait(remaining)
             mine = getattr(_in_handler, "conn", None)
             for conn in self._connections:
-                if conn is not mine:  # stop() called by a service function: let it answer
-                    conn.shut = True
-                    _socket_shutdown(conn.sock)
+                if conn is mine:  # stop() called by a service function: let it answer
+                    continue
+                if conn.busy:
+                    _abandon(conn)
+                conn.shut = True
+                _socket_shutdown(conn.sock)
             threads = [c.thread for c in self._connections if c.thread is not None]
         join_deadline = max(deadline, time.monotonic()) + 1.0
         for thread in threads:
