@@ -55,9 +55,13 @@ ENV_PASSWORD = "HPROSE_CLUSTER_ETCD_PASSWORD"
 # gRPC's own reconnect backoff grows to 120 s while etcd is unreachable, so after a long
 # outage a channel could wait minutes before it even tries the returned server.  Capped at 1 s,
 # registrations and watches are back about a second after etcd answers again.
+# gRPC also shares subchannels between channels of one process by default: a new connection
+# (a server starting right after etcd came back) would inherit a subchannel still waiting out
+# its backoff and fail at once with UNAVAILABLE.  Each of our channels owns its subchannels.
 _CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100),
                     ("grpc.min_reconnect_backoff_ms", 100),
-                    ("grpc.max_reconnect_backoff_ms", 1000)]
+                    ("grpc.max_reconnect_backoff_ms", 1000),
+                    ("grpc.use_local_subchannel_pool", 1)]
 
 
 def _parse_endpoint(text: Any) -> tuple[str, int, bool | None]:
