@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from hprose.common import HproseException
 
 from .discovery import Discovery
-from .errors import NoServerAvailable, TransportError
+from .errors import ConfigError, NoServerAvailable, TransportError
 from .etcd import EtcdConfig
 from .failover import Ejector, FailoverPolicy
 from .record import ServerInfo
@@ -63,6 +63,9 @@ class ClusterClient(BaseClient):
         self._owns_discovery = discovery is None
         if discovery is None:
             discovery = Discovery(domain, etcd=etcd, check_interval=check_interval).start()
+        elif discovery.domain != domain:
+            raise ConfigError("ClusterClient for domain %r was given the Discovery of domain %r"
+                              % (domain, discovery.domain))
         self.discovery = discovery
         self.domain = discovery.domain
         discovery.add_listener(self._on_change)
@@ -95,7 +98,7 @@ class ClusterClient(BaseClient):
         deadline = time.monotonic() + (policy.wait_for_server if timeout is None
                                        else min(timeout, policy.wait_for_server))
         for attempt in range(policy.max_attempts):
-            server = self._pick(tried, deadline)
+            server = self._pick(tried, deadline if not failures else 0.0)
             if server is None:
                 break
             tried.add(server.uuid)
@@ -123,8 +126,9 @@ class ClusterClient(BaseClient):
         raise self._no_server(name, failures)
 
     def _pick(self, tried: set[str], deadline: float) -> ServerInfo | None:
-        """The server for the next attempt; when none is left to try, wait (until
-        ``deadline``) for the view to gain a server this call has not tried yet."""
+        """The server for the next attempt.  When the view has none at all (etcd just expired
+        every lease, say), wait until ``deadline`` for one to appear: nothing was sent yet.
+        A call whose servers all failed gets ``deadline`` 0 and fails at once with the causes."""
         server = self.selector.pick(self.discovery.view, tried, self.ejector)
         if server is not None or self._closed:
             return server

@@ -9,11 +9,11 @@
   moves the primary to another server (the seed did).
 - A call never tries the same server twice; it tries at most ``max_attempts`` servers, waiting
   ``backoff * 2**n`` (capped at ``backoff_max``) between attempts.
-- A call that finds no server to try (the domain is empty for a moment, as when etcd expired
+- A call that finds no server to try before its first attempt (the domain is empty for a moment, as when etcd expired
   every lease after a pause and the servers are registering again) waits up to
   ``wait_for_server`` seconds, within its own timeout, for one to appear: nothing was sent, so
   waiting is always safe, and it turns a blip in the registry into a slower call instead of a
-  failed one.
+  failed one.  A call whose servers all failed raises at once, with each server's error.
 - Outlier ejection: a server that fails ``eject_after`` calls in a row, or refuses a connection,
   is skipped for ``eject_for`` seconds even while still registered (it covers the TTL window
   after a crash), then gets calls again.

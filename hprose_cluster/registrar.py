@@ -35,6 +35,8 @@ class Registrar:
     def __init__(self, info: ServerInfo, *, etcd: EtcdConfig | str | None = None,
                  ttl: int = DEFAULT_TTL, heartbeat: float = DEFAULT_HEARTBEAT,
                  max_backoff: float = 3.0, connection: EtcdConnection | None = None):
+        if not isinstance(info, ServerInfo):
+            raise ConfigError("Registrar needs a ServerInfo, got %r" % (info,))
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
             raise ConfigError("ttl must be a whole number of seconds >= 1, got %r" % (ttl,))
         if not 0 < heartbeat < ttl:

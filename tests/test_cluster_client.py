@@ -185,3 +185,35 @@ def test_closing_leaves_no_thread(etcd, domain, hello_servers):
             break
         time.sleep(0.05)
     assert not extra, extra
+
+
+def test_a_call_whose_servers_all_refuse_fails_at_once_with_the_causes(etcd, domain):
+    from hprose_cluster import ServerInfo
+    from hprose_cluster.embedded import free_port
+    from hprose_cluster.etcd import EtcdConfig, EtcdConnection
+
+    dead = ServerInfo(domain, "tcp4://127.0.0.1:%d" % free_port(), uuid="dead")
+    with EtcdConnection(EtcdConfig.coerce(etcd.endpoint)) as conn:
+        conn.put(dead.key(), dead.to_json())
+        try:
+            with ClusterClient(domain, etcd=etcd.endpoint) as client:
+                started = time.monotonic()
+                with pytest.raises(NoServerAvailable) as caught:
+                    client.hello("x")
+                # no waiting for a new server (FailoverPolicy.wait_for_server is 3 s)
+                assert time.monotonic() - started < 2.5
+        finally:
+            conn.delete(dead.key())
+    assert dead.url in str(caught.value) and "refused" in str(caught.value).lower()
+
+
+def test_a_shared_discovery_must_be_of_the_same_domain(etcd, domain):
+    from hprose_cluster import Discovery
+
+    with Discovery(domain, etcd=etcd.endpoint) as discovery:
+        with pytest.raises(ConfigError, match="domain"):
+            ClusterClient(domain + "x", discovery=discovery)
+        with ClusterClient(domain, discovery=discovery) as one, \
+                ClusterClient(domain, discovery=discovery) as two:
+            assert one.discovery is two.discovery
+        assert discovery.servers() == ()  # still usable: the clients did not close it
