@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import etcd3
+import etcd3.etcdrpc
 import etcd3.events
 import etcd3.exceptions
 import grpc
@@ -293,6 +295,91 @@ class WatchHandle:
             log.debug("cancelling watch %s: %s", self._watch_id, error)
 
 
+class _NoAnswer(EtcdError):
+    """A refresh that etcd did not answer in time (the endpoint is unreachable or paused)."""
+
+
+class _KeepaliveStream:
+    """One long-lived LeaseKeepAlive stream carrying the refreshes of every lease of a client.
+
+    etcd3's ``refresh_lease`` opens a new bidirectional stream for every refresh (about 1 ms of
+    client CPU, several messages): a thousand registrations in one process then cost most of a
+    core and fall behind a 1 s heartbeat.  Here a refresh is one message on a stream that stays
+    open, and etcd's replies are handed to the waiting callers by lease ID (etcd answers a
+    refresh of an unknown lease with TTL 0, which the registrar treats as a lost lease).
+
+    A stream that fails fails every refresh waiting on it and is replaced by the next refresh;
+    a refresh with no answer within the timeout breaks the stream too (a paused etcd holds it
+    open without answering).
+    """
+
+    def __init__(self, client: Any):
+        self.client = client
+        self._requests: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._waiters: dict[int, list[list[Any]]] = {}
+        self._lock = threading.Lock()
+        self.error: BaseException | None = None
+        self._responses = client.leasestub.LeaseKeepAlive(
+            self._request_iterator(), credentials=client.call_credentials,
+            metadata=client.metadata)
+        self._reader = threading.Thread(target=self._read, name="hprose-cluster-keepalive",
+                                        daemon=True)
+        self._reader.start()
+
+    def _request_iterator(self) -> Iterable[Any]:
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            yield request
+
+    def _read(self) -> None:
+        error: BaseException | None = None
+        try:
+            for response in self._responses:
+                with self._lock:
+                    waiters = self._waiters.get(response.ID)
+                    waiter = waiters.pop(0) if waiters else None
+                    if waiters == []:
+                        del self._waiters[response.ID]
+                if waiter is not None:
+                    waiter[1] = response.TTL
+                    waiter[0].set()
+        except grpc.RpcError as failure:
+            error = failure
+        finally:
+            self._fail(error or EtcdError("the etcd keepalive stream ended"))
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = error
+            waiters, self._waiters = self._waiters, {}
+        for pending in waiters.values():
+            for waiter in pending:
+                waiter[2] = error
+                waiter[0].set()
+
+    def refresh(self, lease_id: int, timeout: float) -> int:
+        waiter: list[Any] = [threading.Event(), None, None]  # done, ttl, error
+        with self._lock:
+            if self.error is not None:
+                raise self.error
+            self._waiters.setdefault(lease_id, []).append(waiter)
+        self._requests.put(etcd3.etcdrpc.LeaseKeepAliveRequest(ID=lease_id))
+        if not waiter[0].wait(timeout):
+            self.close()
+            raise _NoAnswer("no answer to a lease refresh within %.3g s" % timeout)
+        if waiter[2] is not None:
+            raise waiter[2]
+        return waiter[1]
+
+    def close(self) -> None:
+        self._fail(EtcdError("the etcd keepalive stream was closed"))
+        self._requests.put(None)
+        self._responses.cancel()
+
+
 class EtcdConnection:
     """One etcd client for one process part (a Registrar, a Discovery), with our workarounds."""
 
@@ -300,6 +387,7 @@ class EtcdConnection:
         self.config = config
         self._lock = threading.Lock()
         self._client: Any = None
+        self._stream: _KeepaliveStream | None = None
         self._closed = False
         self.generation = 0  # bumped each time the client is rebuilt
 
@@ -421,13 +509,31 @@ class EtcdConnection:
         return self.call("granting a lease", lambda c: c.lease(ttl)).id
 
     def keepalive(self, lease_id: int) -> int:
-        """Refresh a lease once; the TTL etcd answered (0 or less: the lease is gone)."""
+        """Refresh a lease once; the TTL etcd answered (0 or less: the lease is gone).
+
+        Every lease of this connection is refreshed over one long-lived stream (see
+        ``_KeepaliveStream``); a failed stream moves to another endpoint, as a failed call does.
+        """
         def refresh(client: Any) -> int:
-            ttl = 0
-            for response in client.refresh_lease(lease_id):
-                ttl = response.TTL
-            return ttl
+            stream = self._keepalive_stream(client)
+            try:
+                return stream.refresh(lease_id, self.config.timeout)
+            except grpc.RpcError as error:
+                _fail_endpoint(client, error)
+                raise
+            except _NoAnswer:
+                _fail_endpoint(client, None)
+                raise
         return self.call("refreshing lease %x" % lease_id, refresh)
+
+    def _keepalive_stream(self, client: Any) -> _KeepaliveStream:
+        with self._lock:
+            stream = self._stream
+            if stream is None or stream.client is not client or stream.error is not None:
+                if stream is not None:
+                    stream.close()
+                stream = self._stream = _KeepaliveStream(client)
+            return stream
 
     def lease_ttl(self, lease_id: int) -> int:
         """Seconds left on a lease (-1 when it does not exist)."""
@@ -505,6 +611,9 @@ class EtcdConnection:
         with self._lock:
             self._closed = True
             client, self._client = self._client, None
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
         if client is not None:
             try:
                 client.close()
@@ -538,3 +647,16 @@ def is_put_event(event: Any) -> bool:
 
 def is_delete_event(event: Any) -> bool:
     return isinstance(event, etcd3.events.DeleteEvent)
+
+
+def _fail_endpoint(client: Any, error: grpc.RpcError | None) -> None:
+    """What etcd3 does after a failed unary call, for our keepalive stream: an unreachable or
+    silent endpoint is marked failed, so the next stream goes to another member."""
+    code = error.code() if error is not None else grpc.StatusCode.DEADLINE_EXCEEDED
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.INTERNAL):
+        try:
+            client.endpoint_in_use.fail()
+            client._clear_old_stubs()
+        except Exception:  # pragma: no cover - the client may be closing
+            pass

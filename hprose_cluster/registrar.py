@@ -60,6 +60,7 @@ class Registrar:
         self._key_missing = False
         self._watch_broken = True
         self.registrations = 0  # how many times the record was (re)written
+        self.refreshes = 0  # successful lease refreshes (keepalives)
 
     # --- public ---------------------------------------------------------------------------
 
@@ -199,6 +200,7 @@ class Registrar:
             self._register()
             return self.heartbeat
         self._last_refresh = time.monotonic()
+        self.refreshes += 1
         if self._watch_broken:
             self._check_own_key()
         return self.heartbeat

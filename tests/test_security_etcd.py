@@ -219,6 +219,11 @@ def test_auth_roles_on_plaintext(etcd_factory, domain) -> None:
 
     server = start_server(domain, svc)
     try:
+        # The server's keepalive stream (one thread) opens with its first refresh: wait for
+        # it, so the thread checks below only see threads of what they create.
+        deadline = time.monotonic() + 5
+        while server.registrar.refreshes < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
         with ClusterClient(domain, etcd=svc) as client:
             assert client.hello("svc") == "Hello svc"
         with ClusterClient(domain, etcd=reader) as client:
