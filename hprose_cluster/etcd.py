@@ -295,7 +295,12 @@ class WatchHandle:
             log.debug("cancelling watch %s: %s", self._watch_id, error)
 
 
-class _NoAnswer(EtcdError):
+class _StreamError(Exception):
+    """The keepalive stream ended or was closed (``call`` turns it into an EtcdError naming
+    the endpoints)."""
+
+
+class _NoAnswer(_StreamError):
     """A refresh that etcd did not answer in time (the endpoint is unreachable or paused)."""
 
 
@@ -348,7 +353,7 @@ class _KeepaliveStream:
         except grpc.RpcError as failure:
             error = failure
         finally:
-            self._fail(error or EtcdError("the etcd keepalive stream ended"))
+            self._fail(error or _StreamError("the etcd keepalive stream ended"))
 
     def _fail(self, error: BaseException) -> None:
         with self._lock:
@@ -375,7 +380,7 @@ class _KeepaliveStream:
         return waiter[1]
 
     def close(self) -> None:
-        self._fail(EtcdError("the etcd keepalive stream was closed"))
+        self._fail(_StreamError("the etcd keepalive stream was closed"))
         self._requests.put(None)
         self._responses.cancel()
 

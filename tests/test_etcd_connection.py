@@ -25,3 +25,52 @@ def test_a_fresh_connection_works_right_after_etcd_comes_back(etcd_factory):
             server.start()
             with EtcdConnection(config) as fresh:
                 assert fresh.grant(5) > 0
+
+
+def _keepalive_threads():
+    import threading
+    return [t for t in threading.enumerate() if t.name == "hprose-cluster-keepalive"]
+
+
+def test_every_lease_is_refreshed_over_one_stream(etcd_factory):
+    server = etcd_factory()
+    before = len(_keepalive_threads())
+    with EtcdConnection(EtcdConfig((server.endpoint,), timeout=2)) as connection:
+        leases = [connection.grant(5) for _ in range(50)]
+        for _ in range(3):
+            assert all(connection.keepalive(lease) > 0 for lease in leases)
+        assert len(_keepalive_threads()) == before + 1
+        connection.revoke(leases[0])
+        assert connection.keepalive(leases[0]) <= 0  # etcd's answer for an unknown lease
+        assert connection.keepalive(leases[1]) > 0
+    deadline = time.monotonic() + 3
+    while len(_keepalive_threads()) > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_keepalive_threads()) == before, "close() left the keepalive stream running"
+
+
+def test_a_paused_etcd_fails_refreshes_within_the_timeout_and_they_recover(etcd_factory):
+    server = etcd_factory()
+    with EtcdConnection(EtcdConfig((server.endpoint,), timeout=1)) as connection:
+        lease = connection.grant(30)
+        assert connection.keepalive(lease) > 0
+        server.pause()
+        try:
+            started = time.monotonic()
+            try:
+                connection.keepalive(lease)
+                raise AssertionError("a refresh answered by a paused etcd")
+            except EtcdError as error:
+                assert server.endpoint in str(error)
+            assert time.monotonic() - started < 1 + 1.5
+        finally:
+            server.resume()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert connection.keepalive(lease) > 0
+                break
+            except EtcdError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
