@@ -17,19 +17,18 @@ import datetime
 import json
 import logging
 import os
-import queue
 import signal
 import socket
 import sys
 import threading
-import time
 import traceback
 from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
+from .discovery import Discovery
 from .errors import ConfigError, HproseClusterError
 from .etcd import (ENV_CA, ENV_CERT, ENV_ENDPOINTS, ENV_KEY, ENV_PASSWORD, ENV_PREFIX, ENV_USER,
-                   EtcdConfig, EtcdConnection, events_of, header_of, is_put_event)
+                   EtcdConfig, EtcdConnection)
 from .record import RecordError, ServerInfo, validate_domain, validate_uuid
 
 PROG = "hprose-cluster"
@@ -258,185 +257,20 @@ class _Printer:
             self("joined", info)
 
 
-class PrefixWatcher:
-    """Follows every domain under the prefix, as Discovery follows one.
-
-    The first read prints the servers present; then a watch from ``revision + 1`` reports
-    changes.  The etcd client's watch dies on any error (ETCD.md item 5): the main thread
-    then re-reads the prefix, prints the difference, and watches again from the new revision;
-    a periodic cheap count catches a watch that went silent (etcd replaced or wiped).
-    """
-
-    def __init__(self, config: EtcdConfig, report: Callable[[list[ServerInfo], list[ServerInfo]], None],
-                 check_interval: float = 5.0):
-        self.config = config
-        self.prefix = config.prefix + "/"
-        self.report = report
-        self.check_interval = check_interval
-        self.connection = EtcdConnection(config)
-        self._events: queue.Queue[Any] = queue.Queue()
-        self._view: dict[str, ServerInfo] = {}
-        self._skipped: set[str] = set()
-        self._warned: set[tuple[str, int]] = set()
-        self._watch: Any = None
-        self._cluster_id: int | None = None
-        self._revision = 0
-        self._next_check = 0.0
-
-    def _parse(self, key: str, value: bytes, revision: int) -> ServerInfo | None:
-        try:
-            return ServerInfo.from_json(value, key)
-        except RecordError as error:
-            if (key, revision) not in self._warned:
-                self._warned.add((key, revision))
-                _warn("skipping %s" % error)
-            return None
-
-    def _set_view(self, view: dict[str, ServerInfo]) -> None:
-        old = self._view
-        removed = [info for key, info in sorted(old.items()) if view.get(key) != info]
-        added = [info for key, info in sorted(view.items()) if old.get(key) != info]
-        self._view = view
-        if added or removed:
-            self.report(added, removed)
-
-    def resync(self) -> None:
-        """Read the whole prefix, report the difference, watch again from after the read."""
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
-        self.connection.reset_watcher()
-        response = self.connection.get_prefix(self.prefix)
-        self._revision, self._cluster_id = header_of(response)
-        view: dict[str, ServerInfo] = {}
-        self._skipped = set()
-        for kv in response.kvs:
-            key = kv.key.decode("utf-8", "replace")
-            info = self._parse(key, kv.value, kv.mod_revision)
-            if info is None:
-                self._skipped.add(key)
-            else:
-                view[key] = info
-        # Drop what the old watch may still deliver: this read already has it.
-        while not self._events.empty():
-            self._events.get_nowait()
-        self._set_view(view)
-        self._watch = self.connection.watch_prefix(self.prefix, self._revision + 1,
-                                                   self._events.put)
-        self._next_check = time.monotonic() + self.check_interval
-
-    def start(self) -> None:
-        """The first read must work (else EtcdError: etcd is unreachable); a watch that fails
-        right after it is retried by ``step`` like any broken watch."""
-        try:
-            self.resync()
-        except HproseClusterError as error:
-            if self._cluster_id is None:
-                raise
-            _warn("%s (retrying)" % error)
-
-    def _apply(self, response: Any) -> None:
-        view = None
-        for event in events_of(response):
-            if event.mod_revision <= self._revision:
-                continue
-            self._revision = event.mod_revision
-            view = dict(self._view) if view is None else view
-            key = event.key.decode("utf-8", "replace")
-            info = self._parse(key, event.value, event.mod_revision) if is_put_event(event) \
-                else None
-            if info is None:
-                view.pop(key, None)
-                if is_put_event(event):
-                    self._skipped.add(key)
-                else:
-                    self._skipped.discard(key)
-            else:
-                view[key] = info
-                self._skipped.discard(key)
-        if view is not None:
-            self._set_view(view)
-
-    def _check(self) -> None:
-        response = self.connection.get_prefix(self.prefix, count_only=True)
-        revision, cluster_id = header_of(response)
-        if (cluster_id != self._cluster_id or revision < self._revision
-                or (response.count != len(self._view) + len(self._skipped)
-                    and self._events.empty())):
-            log.info("the watch of %s missed something; re-reading", self.prefix)
-            self.resync()
-
-    def step(self, timeout: float) -> None:
-        """Handle what the watch delivered within ``timeout``; repair a broken watch."""
-        try:
-            item = self._events.get(timeout=timeout)
-        except queue.Empty:
-            item = None
-        if isinstance(item, Exception):
-            log.info("watch of %s broke (%s); re-reading", self.prefix, item)
-            self._watch = None
-        elif item is not None:
-            self._apply(item)
-        if self._watch is None:
-            self.resync()
-        elif time.monotonic() >= self._next_check:
-            self._next_check = time.monotonic() + self.check_interval
-            self._check()
-
-    def close(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
-        self.connection.close()
-
-
 def cmd_watch(args: argparse.Namespace) -> int:
     config = _config(args)
     stop = threading.Event()
     printer = _Printer(args.json, stop)
-    if args.domain is not None:
-        from .discovery import Discovery
-
-        discovery = Discovery(_domain(args.domain), etcd=config)
-        try:
-            discovery.start()
-            for info in discovery.servers():
-                printer("present", info)
-            discovery.add_listener(printer.changes)
-            _wait_for_signal(stop, interval=0.2)
-        finally:
-            discovery.close()
-        return 0
-
-    watcher = PrefixWatcher(config, printer.changes)
-    first = [True]
-
-    def report(added: list[ServerInfo], removed: list[ServerInfo]) -> None:
-        if first[0]:
-            for info in added:
-                printer("present", info)
-        else:
-            printer.changes(added, removed)
-
-    watcher.report = report
+    domain = _domain(args.domain) if args.domain is not None else None
+    discovery = Discovery(domain, etcd=config)  # None: every domain under the prefix
     try:
-        watcher.start()
-        first[0] = False
-        backoff = 0.1
-
-        def poll() -> None:
-            nonlocal backoff
-            try:
-                watcher.step(0.0)
-                backoff = 0.1
-            except HproseClusterError as error:
-                _warn("%s (retrying; the list shown may be stale)" % error)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 3.0)
-
-        _wait_for_signal(stop, poll, interval=0.05)
+        discovery.start()
+        for info in discovery.servers():
+            printer("present", info)
+        discovery.add_listener(printer.changes)
+        _wait_for_signal(stop, interval=0.2)
     finally:
-        watcher.close()
+        discovery.close()
     return 0
 
 

@@ -60,16 +60,21 @@ _EMPTY = ServerView({})
 
 
 class Discovery:
-    """Follows one domain; ``start()`` reads it, then a background thread keeps it current."""
+    """Follows one domain (or, with ``domain=None``, every domain under the prefix, as the
+    ``hprose-cluster watch`` command does); ``start()`` reads it, then a background thread
+    keeps it current."""
 
-    def __init__(self, domain: str, *, etcd: EtcdConfig | str | None = None,
+    def __init__(self, domain: str | None, *, etcd: EtcdConfig | str | None = None,
                  connection: EtcdConnection | None = None, check_interval: float = 5.0,
                  max_backoff: float = 3.0):
-        self.domain = validate_domain(domain)
+        self.domain = validate_domain(domain) if domain is not None else None
         self._owns_connection = connection is None
         self._connection = connection or EtcdConnection(EtcdConfig.coerce(etcd))
         self.config = self._connection.config
-        self.prefix = "%s/%s/" % (self.config.prefix, self.domain)
+        self.prefix = ("%s/%s/" % (self.config.prefix, self.domain) if self.domain is not None
+                       else "%s/" % self.config.prefix)
+        self._what = ("domain %r" % self.domain if self.domain is not None
+                      else "every domain under %r" % self.prefix)
         self.check_interval = check_interval
         self._backoff = Backoff(base=min(0.05, max_backoff), cap=max_backoff)
         self._view = _EMPTY
@@ -106,9 +111,9 @@ class Discovery:
                         raise
         except EtcdError as error:
             self._shutdown_connection()
-            raise EtcdError("cannot follow domain %r: %s" % (self.domain, error)) from error
+            raise EtcdError("cannot follow %s: %s" % (self._what, error)) from error
         self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name="hprose-cluster-discovery-%s" % self.domain)
+                                        name="hprose-cluster-discovery-%s" % (self.domain or "*"))
         self._thread.start()
         return self
 
@@ -160,7 +165,7 @@ class Discovery:
         except RecordError as error:
             if (key, revision) not in self._warned:
                 self._warned.add((key, revision))
-                log.warning("skipping a record of domain %r: %s", self.domain, error)
+                log.warning("skipping a record of %s: %s", self._what, error)
             return None
 
     def _publish(self, by_key: dict[str, ServerInfo]) -> None:
@@ -177,7 +182,7 @@ class Discovery:
             try:
                 listener(added, removed)
             except Exception:
-                log.exception("a listener of domain %r failed", self.domain)
+                log.exception("a listener of %s failed", self._what)
 
     def _resync(self, initial: bool = False) -> None:
         """Read the whole prefix and make the view equal to it."""
@@ -201,7 +206,7 @@ class Discovery:
             self._next_revision = revision + 1
         if not initial:
             self.resyncs += 1
-            log.info("resynced domain %r at revision %d (%d servers%s)", self.domain, revision,
+            log.info("resynced %s at revision %d (%d servers%s)", self._what, revision,
                      len(by_key), ", etcd was replaced" if replaced else "")
         self._publish(by_key)
         if replaced:
@@ -278,7 +283,7 @@ class Discovery:
         revision, cluster_id = header_of(response)
         if cluster_id != self._cluster_id or revision < self._applied_revision:
             log.warning("etcd behind %s was replaced (cluster id or revision changed); "
-                        "re-reading domain %r", self.config.describe(), self.domain)
+                        "re-reading %s", self.config.describe(), self._what)
             self._restart_watch(resync=True)
         elif response.count != len(self._view) + len(self._skipped) and self._events.empty():
             self._resync()
@@ -318,24 +323,24 @@ class Discovery:
                 if failing and self._watch is not None:
                     failing = False
                     self._backoff.reset()
-                    log.info("domain %r: following etcd again (%d servers)",
-                             self.domain, len(self._view))
+                    log.info("%s: following etcd again (%d servers)",
+                             self._what, len(self._view))
             except EtcdError as error:
                 delay = self._backoff.next()
                 retry_at = time.monotonic() + delay
                 # one warning per outage, then quieter: an outage of minutes is not a log flood
                 (log.debug if failing else log.warning)(
-                    "domain %r: %s (keeping the last %d servers; retrying in %.1f s)",
-                    self.domain, error, len(self._view), delay)
+                    "%s: %s (keeping the last %d servers; retrying in %.1f s)",
+                    self._what, error, len(self._view), delay)
                 failing = True
             except Exception:
-                log.exception("domain %r: unexpected error in the discovery thread", self.domain)
+                log.exception("%s: unexpected error in the discovery thread", self._what)
 
     def _on_watch_error(self, error: Exception) -> None:
         if self._watch is None:
             return  # an error of a watch we already dropped
         compacted = is_compacted(error)
-        log.warning("watch of domain %r broke (%s); %s", self.domain,
+        log.warning("watch of %s broke (%s); %s", self._what,
                     "compacted" if compacted else (str(error) or type(error).__name__),
                     "re-reading" if compacted else "watching again from revision %d"
                     % self._next_revision)

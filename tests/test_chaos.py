@@ -11,7 +11,6 @@ missed anything is repaired within check_interval.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from typing import Any, Iterator

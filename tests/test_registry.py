@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -149,3 +148,13 @@ def test_endpoints_come_from_the_environment(etcd, domain, monkeypatch, conn):
         assert conn.get(info.key()).kvs
         with Discovery(domain) as discovery:
             assert [s.uuid for s in discovery.servers()] == ["env"]
+
+
+def test_discovery_of_every_domain(etcd, domain, hello_servers):
+    one, two = hello_servers(domain, "tcp"), hello_servers(domain + "b", "http")
+    with Discovery(None, etcd=etcd.endpoint) as everything:
+        urls = {s.url for s in everything.servers()}
+        assert {one.url, two.url} <= urls
+        two.stop()
+        assert everything.wait_for(lambda v: two.uuid not in v, timeout=1)
+        assert one.uuid in everything.view
