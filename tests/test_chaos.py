@@ -10,6 +10,7 @@ missed anything is repaired within check_interval.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -81,6 +82,18 @@ def hello_load(client: ClusterClient, **options: Any) -> Load:
                 max_seconds=options.pop("max_seconds", 60.0), **options)
 
 
+@contextlib.contextmanager
+def under_load(fleet: Fleet, domain: str, endpoints: str, **load_options: Any) -> Iterator[Any]:
+    """Three servers, one client and 8 threads calling through it; yields ``(client, load)``
+    once 200 calls went through, and stops the load on the way out."""
+    fleet.start(3)
+    with make_client(domain, endpoints) as client:
+        assert client.discovery.wait_for_servers(10, count=3)
+        with hello_load(client, **load_options) as load:
+            assert load.wait_calls(200)
+            yield client, load
+
+
 # ------------------------------------------------------------------------------- (a) SIGKILL
 
 
@@ -88,20 +101,16 @@ def hello_load(client: ClusterClient, **options: Any) -> Load:
 def test_a_server_sigkilled_under_load_costs_no_call(etcd_factory, fleet_factory, domain):
     etcd = etcd_factory()
     fleet = fleet_factory(domain, etcd.endpoint)
-    fleet.start(3)
-    with make_client(domain, etcd.endpoint) as client:
-        assert client.discovery.wait_for_servers(10, count=3)
-        with hello_load(client) as load:
-            assert load.wait_calls(200)
-            victim = fleet.servers[0]
-            victim.kill()
-            started = time.monotonic()
-            assert wait_until(lambda: victim.url not in client_urls(client), TTL + 2)
-            gone_after = time.monotonic() - started
-            assert load.wait_calls(200)
-        log.info("(a) crashed server left the client's list after %.2f s", gone_after)
-        assert not load.failures, load.describe_failures()
-        assert client_urls(client) == fleet.urls()
+    with under_load(fleet, domain, etcd.endpoint) as (client, load):
+        victim = fleet.servers[0]
+        victim.kill()
+        started = time.monotonic()
+        assert wait_until(lambda: victim.url not in client_urls(client), TTL + 2)
+        gone_after = time.monotonic() - started
+        assert load.wait_calls(200)
+    log.info("(a) crashed server left the client's list after %.2f s", gone_after)
+    assert not load.failures, load.describe_failures()
+    assert client_urls(client) == fleet.urls()
 
 
 # ------------------------------------------------------------------------ (b) rolling restart
@@ -111,24 +120,20 @@ def test_a_server_sigkilled_under_load_costs_no_call(etcd_factory, fleet_factory
 def test_b_rolling_restart_with_drain_costs_no_call(etcd_factory, fleet_factory, domain):
     etcd = etcd_factory()
     fleet = fleet_factory(domain, etcd.endpoint)
-    fleet.start(3)
-    with make_client(domain, etcd.endpoint) as client:
-        assert client.discovery.wait_for_servers(10, count=3)
-        with hello_load(client, max_seconds=90) as load:
-            assert load.wait_calls(200)
-            for old in list(fleet.servers):
-                started = time.monotonic()
-                code = old.terminate()
-                assert code == 0, old.log_tail()
-                left = time.monotonic() - started
-                assert old.url not in client_urls(client)  # gone before the process exited
-                new, = fleet.start(1)
-                assert wait_until(lambda: new.url in client_urls(client), 5)
-                log.info("(b) %s drained and exited in %.2f s", old.url, left)
-                assert load.wait_calls(100)
-        assert not load.failures, load.describe_failures()
-        assert client_urls(client) == fleet.urls()
-        assert len(fleet.urls()) == 3
+    with under_load(fleet, domain, etcd.endpoint, max_seconds=90) as (client, load):
+        for old in list(fleet.servers):
+            started = time.monotonic()
+            code = old.terminate()
+            assert code == 0, old.log_tail()
+            left = time.monotonic() - started
+            assert old.url not in client_urls(client)  # gone before the process exited
+            new, = fleet.start(1)
+            assert wait_until(lambda: new.url in client_urls(client), 5)
+            log.info("(b) %s drained and exited in %.2f s", old.url, left)
+            assert load.wait_calls(100)
+    assert not load.failures, load.describe_failures()
+    assert client_urls(client) == fleet.urls()
+    assert len(fleet.urls()) == 3
 
 
 # ------------------------------------------------------------------ (c) etcd SIGKILL, same data
@@ -138,22 +143,18 @@ def test_b_rolling_restart_with_drain_costs_no_call(etcd_factory, fleet_factory,
 def test_c_etcd_sigkilled_and_restarted_costs_no_call(etcd_factory, fleet_factory, domain):
     etcd = etcd_factory()
     fleet = fleet_factory(domain, etcd.endpoint)
-    fleet.start(3)
-    with make_client(domain, etcd.endpoint) as client:
-        assert client.discovery.wait_for_servers(10, count=3)
-        with hello_load(client) as load:
-            assert load.wait_calls(200)
-            etcd.kill()
-            assert load.wait_calls(200)  # calls go on from the last known list
-            assert client_urls(client) == fleet.urls()
-            etcd.start()
-            returned = time.monotonic()
-            assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
-                              BOUND)
-            log.info("(c) views and etcd agree %.2f s after etcd returned",
-                     time.monotonic() - returned)
-            assert load.wait_calls(200)
-        assert not load.failures, load.describe_failures()
+    with under_load(fleet, domain, etcd.endpoint) as (client, load):
+        etcd.kill()
+        assert load.wait_calls(200)  # calls go on from the last known list
+        assert client_urls(client) == fleet.urls()
+        etcd.start()
+        returned = time.monotonic()
+        assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
+                          BOUND)
+        log.info("(c) views and etcd agree %.2f s after etcd returned",
+                 time.monotonic() - returned)
+        assert load.wait_calls(200)
+    assert not load.failures, load.describe_failures()
 
 
 # ------------------------------------------------------------------- (d) etcd on an empty dir
@@ -163,26 +164,22 @@ def test_c_etcd_sigkilled_and_restarted_costs_no_call(etcd_factory, fleet_factor
 def test_d_etcd_restarted_empty_every_server_registers_again(etcd_factory, fleet_factory, domain):
     etcd = etcd_factory()
     fleet = fleet_factory(domain, etcd.endpoint)
-    fleet.start(3)
-    with make_client(domain, etcd.endpoint) as client:
-        assert client.discovery.wait_for_servers(10, count=3)
-        with hello_load(client) as load:
-            assert load.wait_calls(200)
-            etcd.restart(wipe=True)
-            returned = time.monotonic()
-            assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
-                              BOUND), (etcd_urls(etcd.endpoint, domain), client_urls(client))
-            took = time.monotonic() - returned
-            # the client noticed the new cluster and re-read it ...
-            assert wait_until(lambda: client.discovery.resyncs >= 1, CHECK + 2)
-            # ... and its watch follows the new cluster (not stuck at the old revision)
-            fleet.servers[0].kill()
-            fleet.start(1)
-            assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
-                              BOUND)
-            assert load.wait_calls(200)
-        log.info("(d) all back and agreed %.2f s after the empty etcd answered; %s",
-                 took, load.describe_failures())
+    with under_load(fleet, domain, etcd.endpoint) as (client, load):
+        etcd.restart(wipe=True)
+        returned = time.monotonic()
+        assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
+                          BOUND), (etcd_urls(etcd.endpoint, domain), client_urls(client))
+        took = time.monotonic() - returned
+        # the client noticed the new cluster and re-read it ...
+        assert wait_until(lambda: client.discovery.resyncs >= 1, CHECK + 2)
+        # ... and its watch follows the new cluster (not stuck at the old revision)
+        fleet.servers[0].kill()
+        fleet.start(1)
+        assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
+                          BOUND)
+        assert load.wait_calls(200)
+    log.info("(d) all back and agreed %.2f s after the empty etcd answered; %s",
+             took, load.describe_failures())
 
 
 # ------------------------------------------------------------------ (f) etcd paused past TTL
@@ -192,22 +189,18 @@ def test_d_etcd_restarted_empty_every_server_registers_again(etcd_factory, fleet
 def test_f_etcd_paused_past_ttl_costs_no_call(etcd_factory, fleet_factory, domain):
     etcd = etcd_factory()
     fleet = fleet_factory(domain, etcd.endpoint)
-    fleet.start(3)
-    with make_client(domain, etcd.endpoint) as client:
-        assert client.discovery.wait_for_servers(10, count=3)
-        with hello_load(client) as load:
-            assert load.wait_calls(200)
-            etcd.pause()
-            time.sleep(TTL + 1.5)
-            assert client_urls(client) == fleet.urls()  # the last known list is kept
-            etcd.resume()
-            resumed = time.monotonic()
-            assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
-                              BOUND)
-            log.info("(f) views and etcd agree %.2f s after etcd resumed",
-                     time.monotonic() - resumed)
-            assert load.wait_calls(200)
-        assert not load.failures, load.describe_failures()
+    with under_load(fleet, domain, etcd.endpoint) as (client, load):
+        etcd.pause()
+        time.sleep(TTL + 1.5)
+        assert client_urls(client) == fleet.urls()  # the last known list is kept
+        etcd.resume()
+        resumed = time.monotonic()
+        assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
+                          BOUND)
+        log.info("(f) views and etcd agree %.2f s after etcd resumed",
+                 time.monotonic() - resumed)
+        assert load.wait_calls(200)
+    assert not load.failures, load.describe_failures()
 
 
 # --------------------------------------------------------------- (g) one server paused past TTL
@@ -217,24 +210,20 @@ def test_f_etcd_paused_past_ttl_costs_no_call(etcd_factory, fleet_factory, domai
 def test_g_server_paused_past_ttl_registers_again(etcd_factory, fleet_factory, domain):
     etcd = etcd_factory()
     fleet = fleet_factory(domain, etcd.endpoint)
-    fleet.start(3)
-    with make_client(domain, etcd.endpoint) as client:
-        assert client.discovery.wait_for_servers(10, count=3)
-        with hello_load(client) as load:
-            assert load.wait_calls(200)
-            victim = fleet.servers[0]
-            victim.pause()
-            assert wait_until(lambda: victim.url not in client_urls(client), TTL + 2)
-            time.sleep(1.0)
-            victim.resume()
-            resumed = time.monotonic()
-            assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
-                              BOUND)
-            log.info("(g) paused server listed again %.2f s after it resumed",
-                     time.monotonic() - resumed)
-            assert load.wait_calls(200)
-        log.info("(g) %s", load.describe_failures())
-        assert len(client_urls(client)) == 3
+    with under_load(fleet, domain, etcd.endpoint) as (client, load):
+        victim = fleet.servers[0]
+        victim.pause()
+        assert wait_until(lambda: victim.url not in client_urls(client), TTL + 2)
+        time.sleep(1.0)
+        victim.resume()
+        resumed = time.monotonic()
+        assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
+                          BOUND)
+        log.info("(g) paused server listed again %.2f s after it resumed",
+                 time.monotonic() - resumed)
+        assert load.wait_calls(200)
+    log.info("(g) %s", load.describe_failures())
+    assert len(client_urls(client)) == 3
 
 
 # ------------------------------------------------------- (e) compaction while the watch is cut
@@ -301,25 +290,21 @@ def test_e_compaction_while_the_watcher_is_cut_off_is_repaired_by_a_resync(
 def test_h_killing_the_etcd_leader_costs_no_call(etcd_cluster, fleet_factory, domain):
     endpoints = ",".join(etcd_cluster.endpoints)
     fleet = fleet_factory(domain, endpoints)
-    fleet.start(3)
-    with make_client(domain, endpoints) as client:
-        assert client.discovery.wait_for_servers(10, count=3)
-        with hello_load(client, max_seconds=90) as load:
-            assert load.wait_calls(200)
-            leader = etcd_cluster.leader_index()
-            etcd_cluster.kill(leader)
-            live = ",".join(m.endpoint for m in etcd_cluster.members if m.running)
-            # registrations outlive several TTLs on the surviving members
-            time.sleep(2 * TTL)
-            assert etcd_urls(live, domain) == fleet.urls()
-            # discovery still follows: a crash and a newcomer show up in the view
-            victim = fleet.servers[0]
-            victim.kill()
-            newcomer, = fleet.start(1)
-            assert wait_until(lambda: converged([client], live, domain, fleet.urls()), BOUND)
-            assert newcomer.url in client_urls(client)
-            assert load.wait_calls(200)
-        assert not load.failures, load.describe_failures()
+    with under_load(fleet, domain, endpoints, max_seconds=90) as (client, load):
+        leader = etcd_cluster.leader_index()
+        etcd_cluster.kill(leader)
+        live = ",".join(m.endpoint for m in etcd_cluster.members if m.running)
+        # registrations outlive several TTLs on the surviving members
+        time.sleep(2 * TTL)
+        assert etcd_urls(live, domain) == fleet.urls()
+        # discovery still follows: a crash and a newcomer show up in the view
+        victim = fleet.servers[0]
+        victim.kill()
+        newcomer, = fleet.start(1)
+        assert wait_until(lambda: converged([client], live, domain, fleet.urls()), BOUND)
+        assert newcomer.url in client_urls(client)
+        assert load.wait_calls(200)
+    assert not load.failures, load.describe_failures()
 
 
 # --------------------------------------------------------------------------- leaks
