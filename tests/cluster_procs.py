@@ -132,6 +132,12 @@ class ServerProc:
             except OSError:
                 pass
 
+    def __enter__(self) -> "ServerProc":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
 
 class Fleet:
     """Hello server processes of one domain; ``close()`` kills whatever is left."""

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -12,6 +9,8 @@ import pytest
 from hprose.common import HproseException
 
 from hprose_cluster import ClusterClient, ConfigError, NoServerAvailable
+
+from cluster_procs import ServerProc
 
 
 def _whoami_url(client) -> str:
@@ -108,32 +107,19 @@ def test_dead_primary_is_skipped_transparently(etcd, domain, hello_servers):
     """A SIGKILLed primary stays listed until its TTL runs out; calls (not marked idempotent)
     must still succeed because the connection to it cannot even be opened."""
     hello_servers(domain, "tcp")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hprose_cluster.demo", "serve", "--transport", "tcp",
-         "--domain", domain, "--etcd", etcd.endpoint, "--ttl", "5", "--heartbeat", "1"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        words = proc.stdout.readline().split()
-        assert words[0] == "READY"
-        dead_url = words[1]
-        with ClusterClient(domain, etcd=etcd.endpoint) as client:
-            client.discovery.wait_for_servers(2, count=2)
-            for _ in range(20):  # make the subprocess the primary
-                if _whoami_url(client) == dead_url:
-                    break
-                client.selector.failed(client.primary)
-            assert client.primary.url == dead_url
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(5)
-            assert any(s.url == dead_url for s in client.servers()), "still listed (TTL)"
-            for i in range(20):
-                assert client.sum(i, 1) == i + 1
-            assert client.primary.url != dead_url
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(5)
-        proc.stdout.close()
+    with ServerProc(domain, etcd.endpoint, ttl=5, heartbeat=1).start() as doomed, \
+            ClusterClient(domain, etcd=etcd.endpoint) as client:
+        client.discovery.wait_for_servers(2, count=2)
+        for _ in range(20):  # make the subprocess the primary
+            if _whoami_url(client) == doomed.url:
+                break
+            client.selector.failed(client.primary)
+        assert client.primary.url == doomed.url
+        doomed.kill()
+        assert any(s.url == doomed.url for s in client.servers()), "still listed (TTL)"
+        for i in range(20):
+            assert client.sum(i, 1) == i + 1
+        assert client.primary.url != doomed.url
 
 
 def test_eight_threads_share_one_client(etcd, domain, hello_servers):

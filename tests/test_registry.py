@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from hprose_cluster import Discovery, EtcdError, Registrar, RegistrationError, ServerInfo
 from hprose_cluster.etcd import EtcdConfig, EtcdConnection
+
+from cluster_procs import ServerProc
 
 
 @pytest.fixture
@@ -54,31 +53,14 @@ def test_visible_at_once_after_start_and_gone_at_once_after_stop(etcd, domain, h
             "a stopped server stayed listed"
 
 
-def _start_server_process(etcd, domain: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hprose_cluster.demo", "serve", "--transport", "tcp",
-         "--domain", domain, "--etcd", etcd.endpoint, "--ttl", "2", "--heartbeat", "0.5"],
-        stdout=subprocess.PIPE, text=True)
-    words = proc.stdout.readline().split()
-    assert words and words[0] == "READY", "the server process did not start"
-    return proc, words[1]
-
-
 def test_sigkilled_server_is_gone_within_ttl_plus_one_second(etcd, domain):
-    proc, url = _start_server_process(etcd, domain)
-    try:
-        with Discovery(domain, etcd=etcd.endpoint) as discovery:
-            assert discovery.wait_for(lambda v: [s.url for s in v] == [url], timeout=2)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(5)
-            killed = time.monotonic()
-            assert discovery.wait_for(lambda v: len(v) == 0, timeout=2 + 1.0 + 0.5)
-            assert time.monotonic() - killed <= 3.0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(5)
-        proc.stdout.close()
+    with ServerProc(domain, etcd.endpoint, ttl=2, heartbeat=0.5).start() as server, \
+            Discovery(domain, etcd=etcd.endpoint) as discovery:
+        assert discovery.wait_for(lambda v: [s.url for s in v] == [server.url], timeout=2)
+        server.kill()
+        killed = time.monotonic()
+        assert discovery.wait_for(lambda v: len(v) == 0, timeout=2 + 1.0 + 0.5)
+        assert time.monotonic() - killed <= 3.0
 
 
 def test_domains_a_and_ab_are_kept_apart(etcd, domain, hello_servers):
