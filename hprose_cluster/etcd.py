@@ -393,6 +393,7 @@ class EtcdConnection:
         self._lock = threading.Lock()
         self._client: Any = None
         self._stream: _KeepaliveStream | None = None
+        self._watch_lock = threading.Lock()
         self._closed = False
         self.generation = 0  # bumped each time the client is rebuilt
 
@@ -578,6 +579,11 @@ class EtcdConnection:
         * a watch stream that ends without an error (its client was closed or rebuilt) calls
           back with ``None``; we hand the callback an ``EtcdError`` instead, so the watcher
           re-watches at once.
+
+        Creations are serialized on our own lock: etcd3 lets one creation wait at a time and
+        wakes *every* waiting thread each time one finishes, so a thousand registrars of one
+        connection re-watching at once (after an etcd restart) spent seconds in wake-ups and
+        missed their lease refreshes.
         """
         endpoint = self.config.describe()
 
@@ -587,6 +593,10 @@ class EtcdConnection:
             callback(response)
 
         def add(client: Any) -> WatchHandle:
+            with self._watch_lock:
+                return add_one(client)
+
+        def add_one(client: Any) -> WatchHandle:
             if self.config.user is not None:
                 if prefix:
                     client.get_prefix_response(key, count_only=True)

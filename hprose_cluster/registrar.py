@@ -170,6 +170,7 @@ class Registrar:
 
     def _run(self) -> None:
         delay = self.heartbeat
+        failing = False
         while True:
             self._wake.wait(delay)
             self._wake.clear()
@@ -178,6 +179,9 @@ class Registrar:
             try:
                 delay = self._tick()
                 self._backoff.reset()
+                if failing:
+                    failing = False
+                    log.info("registration of %s is healthy again", self.key)
             except EtcdError as error:
                 if self._closing:
                     return
@@ -186,7 +190,11 @@ class Registrar:
                                 self.key, self.ttl)
                     self._lease_id = None
                 delay = min(self._backoff.next(), self.heartbeat)
-                log.warning("registration of %s: %s (retrying in %.1f s)", self.key, error, delay)
+                # one warning per outage: a thousand registrars retrying for minutes must not
+                # flood the log
+                (log.debug if failing else log.warning)(
+                    "registration of %s: %s (retrying in %.1f s)", self.key, error, delay)
+                failing = True
 
     def _tick(self) -> float:
         """One step: re-register if needed, else refresh the lease. Returns the next wait."""
