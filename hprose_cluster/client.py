@@ -22,7 +22,7 @@ from .discovery import Discovery
 from .errors import ConfigError, NoServerAvailable, TransportError
 from .etcd import EtcdConfig
 from .failover import Ejector, FailoverPolicy
-from .record import ServerInfo
+from .record import ServerInfo, validate_domain
 from .selector import Selector, make_selector
 from .transport import BaseClient, Transport, open_transport
 
@@ -48,6 +48,7 @@ class ClusterClient(BaseClient):
                  full_duplex: bool = False, pool_size: int | None = None,
                  check_interval: float = 5.0):
         super().__init__(timeout=timeout)
+        domain = validate_domain(domain)  # a client calls one domain (Discovery(None) follows all)
         policy = failover or FailoverPolicy()
         if idempotent is not None:
             policy = FailoverPolicy(**{**policy.__dict__, "idempotent": idempotent})
