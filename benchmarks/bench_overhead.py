@@ -74,7 +74,54 @@ def discovery_overhead(etcd: str, settings: Settings, **_: object) -> list[Row]:
                     ">= 0.97", of_medians >= 0.97,
                     {"paired_ratio": paired, "direct": rates["direct"],
                      "cluster": rates["cluster"]}))
+    rows.append(_pure_overhead(etcd))
     return rows
+
+
+class _Canned:
+    """A transport that answers at once with a fixed reply: the call path without the wire."""
+
+    url = "tcp://127.0.0.1:9"
+    reply = b'Rs7"Hello w"z'
+
+    def round_trip(self, request: bytes, timeout: float | None) -> bytes:
+        return self.reply
+
+    def close(self) -> None:
+        pass
+
+
+class _CannedClient(TcpClient):
+    """A direct client over the canned transport (TcpClient's own call path)."""
+
+    def __init__(self) -> None:
+        super().__init__(_Canned.url)
+        self.transport = _Canned()
+
+
+def _pure_overhead(etcd: str) -> Row:
+    """ClusterClient's own cost per call, measured without the network noise of the rows above:
+    both clients run their whole call path (encode, pick, failover bookkeeping, decode) over a
+    transport that answers at once; the difference is what ClusterClient adds to each call."""
+    domain = new_domain("canned")
+    record = ServerInfo(domain, _Canned.url, cpu=1)
+    with EtcdConnection(EtcdConfig(endpoints=etcd)) as connection, ExitStack() as stack:
+        connection.put(record.key(), record.to_json())
+        stack.callback(connection.delete, record.key())
+        cluster = stack.enter_context(ClusterClient(domain, etcd=etcd))
+        cluster._transports[_Canned.url] = _Canned()
+        direct = stack.enter_context(_CannedClient())
+        assert cluster.hello("w") == direct.hello("w") == "Hello w"
+        best = {}
+        for name, client in (("direct", direct), ("cluster", cluster)) * 2:
+            per_call = min(timeit.repeat(lambda: client.hello("w"), number=20000, repeat=3)) / 20000
+            best[name] = min(best.get(name, per_call), per_call)
+    extra_us = (best["cluster"] - best["direct"]) * 1e6
+    return Row("1. discovery overhead",
+               "ClusterClient's own cost per call (canned transport, 1 thread)",
+               "%+.1f us/call (direct %.1f us, cluster %.1f us per call)" % (
+                   extra_us, best["direct"] * 1e6, best["cluster"] * 1e6),
+               "", None, {"direct_s": best["direct"], "cluster_s": best["cluster"]})
 
 
 def _put_records(connection: EtcdConnection, infos: list[ServerInfo], lease_ids: list[int],

@@ -212,12 +212,36 @@ class Discovery:
         if replaced:
             self._restart_watch()
 
-    def _apply(self, response: Any) -> None:
+    def _apply_queued(self, first: Any) -> None:
+        """Apply ``first`` and every watch response already queued behind it, then publish
+        once: a burst of a thousand registrations builds one new view, not a thousand."""
+        by_key: dict[str, ServerInfo] | None = None
+        item = first
+        while item is not None:
+            if isinstance(item, Exception):
+                if by_key is not None:
+                    self._publish(by_key)
+                    by_key = None
+                self._on_watch_error(item)
+            else:
+                by_key = self._apply(item, by_key)
+            if self._watch is None:
+                break  # what follows belongs to a dropped watch
+            try:
+                item = self._events.get_nowait()
+            except queue.Empty:
+                item = None
+        if by_key is not None:
+            self._publish(by_key)
+
+    def _apply(self, response: Any,
+               by_key: dict[str, ServerInfo] | None) -> dict[str, ServerInfo] | None:
+        """Apply one watch response to ``by_key`` (a working copy of the view, made on the
+        first change); returns it."""
         _, cluster_id = header_of(response)
         if self._cluster_id is not None and cluster_id and cluster_id != self._cluster_id:
             self._restart_watch(resync=True)
-            return
-        by_key = None
+            return by_key
         # Every event of one transaction has the same mod_revision, and etcd sends them in one
         # response: compare with the revision applied *before* this response, or all but the
         # first event of a multi-put transaction would be dropped until the next resync.
@@ -241,8 +265,7 @@ class Discovery:
                 self._skipped.add(key)
             else:
                 self._skipped.discard(key)
-        if by_key is not None:
-            self._publish(by_key)
+        return by_key
 
     # --- the watch ------------------------------------------------------------------------
 
@@ -307,10 +330,7 @@ class Discovery:
                 return
             try:
                 if item is not None:
-                    if isinstance(item, Exception):
-                        self._on_watch_error(item)
-                    else:
-                        self._apply(item)
+                    self._apply_queued(item)
                 # Errors of a dropped watch keep arriving while etcd is away: they must not
                 # make us retry faster than the backoff allows.
                 if self._watch is None and time.monotonic() >= retry_at:

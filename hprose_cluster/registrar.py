@@ -59,6 +59,8 @@ class Registrar:
         self._watch: WatchHandle | None = None
         self._key_missing = False
         self._watch_broken = True
+        self._watch_pending = False  # start() registered: the thread creates the watch
+        self._watch_from = 0
         self.registrations = 0  # how many times the record was (re)written
         self.refreshes = 0  # successful lease refreshes (keepalives)
 
@@ -84,7 +86,7 @@ class Registrar:
             # goes to another member, so a dead member in the list does not fail the start
             for attempt in range(len(self.config.endpoints)):
                 try:
-                    self._register()
+                    self._register(watch=False)
                     break
                 except EtcdError:
                     if attempt == len(self.config.endpoints) - 1:
@@ -97,6 +99,7 @@ class Registrar:
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name="hprose-cluster-registrar-%s" % self.info.uuid[:8])
         self._thread.start()
+        self._wake.set()  # the thread watches the key at once (from the put's revision)
         return self
 
     def close(self) -> None:
@@ -132,8 +135,14 @@ class Registrar:
         if self._owns_connection:
             self._connection.close()
 
-    def _register(self) -> None:
-        """Put the record on a live lease: the current one if it still lives, else a new one."""
+    def _register(self, watch: bool = True) -> None:
+        """Put the record on a live lease: the current one if it still lives, else a new one.
+
+        Then watch the key from the put's revision, so a deletion right after the put is seen
+        too.  ``start()`` leaves the watch to the registrar thread (``watch=False``) and
+        returns once the record is in etcd: watch creations are serialized per connection,
+        and a thousand servers of one process starting at once need not wait for them.
+        """
         connection = self._connection
         if self._lease_id is not None and connection.keepalive(self._lease_id) <= 0:
             log.warning("lease %x of %s is gone; granting a new one", self._lease_id, self.key)
@@ -145,13 +154,18 @@ class Registrar:
         self._key_missing = False
         self.registrations += 1
         log.info("registered %s -> %s (lease %x)", self.key, self.info.url, self._lease_id)
-        self._watch_own_key(response.header.revision + 1)
+        self._watch_from = response.header.revision + 1
+        if watch:
+            self._watch_own_key(self._watch_from)
+        else:
+            self._watch_pending = True
 
     def _watch_own_key(self, start_revision: int) -> None:
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
         self._watch_broken = False
+        self._watch_pending = False
         self._watch = self._connection.watch_key(self.key, start_revision, self._on_key_event)
 
     def _on_key_event(self, response: Any) -> None:
@@ -201,6 +215,9 @@ class Registrar:
         if self._lease_id is None or self._key_missing:
             self._register()
             return self.heartbeat
+        if self._watch_pending:  # just registered by start(): no refresh due yet
+            self._watch_own_key(self._watch_from)
+            return max(0.0, self.heartbeat - (time.monotonic() - self._last_refresh))
         ttl = self._connection.keepalive(self._lease_id)
         if ttl <= 0:
             log.warning("lease %x of %s expired; registering again", self._lease_id, self.key)

@@ -160,7 +160,12 @@ def test_bad_domain_and_selector_are_refused(etcd):
 
 
 def test_closing_leaves_no_thread(etcd, domain, hello_servers):
-    hello_servers(domain, "tcp")
+    server = hello_servers(domain, "tcp")
+    # the server's own threads (key watch, keepalive stream) start with its first refresh:
+    # let them exist before the snapshot, so only the client's threads are looked at
+    deadline = time.monotonic() + 5
+    while server.registrar.refreshes < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     before = {t.ident for t in threading.enumerate()}
     with ClusterClient(domain, etcd=etcd.endpoint) as client:
         client.hello("x")
