@@ -96,10 +96,12 @@ class ClusterClient(BaseClient):
         request = self._encode(name, args, byref, simple)
         tried: set[str] = set()
         failures: list[tuple[ServerInfo, TransportError]] = []
-        deadline = time.monotonic() + (policy.wait_for_server if timeout is None
-                                       else min(timeout, policy.wait_for_server))
         for attempt in range(policy.max_attempts):
-            server = self._pick(tried, deadline if not failures else 0.0)
+            server = self.selector.pick(self.discovery.view, tried, self.ejector)
+            if server is None and not failures:
+                wait = policy.wait_for_server if timeout is None \
+                    else min(timeout, policy.wait_for_server)
+                server = self._wait_for_server(tried, time.monotonic() + wait)
             if server is None:
                 break
             tried.add(server.uuid)
@@ -126,13 +128,10 @@ class ClusterClient(BaseClient):
                 raise
         raise self._no_server(name, failures)
 
-    def _pick(self, tried: set[str], deadline: float) -> ServerInfo | None:
-        """The server for the next attempt.  When the view has none at all (etcd just expired
-        every lease, say), wait until ``deadline`` for one to appear: nothing was sent yet.
-        A call whose servers all failed gets ``deadline`` 0 and fails at once with the causes."""
-        server = self.selector.pick(self.discovery.view, tried, self.ejector)
-        if server is not None or self._closed:
-            return server
+    def _wait_for_server(self, tried: set[str], deadline: float) -> ServerInfo | None:
+        """The view had no server to try before the first attempt (etcd just expired every
+        lease, say): wait until ``deadline`` for one to appear, since nothing was sent yet.
+        A call whose servers all failed does not wait: it fails at once with the causes."""
         untried = lambda view: any(s.uuid not in tried for s in view.servers)  # noqa: E731
         while not self._closed:
             remaining = deadline - time.monotonic()
