@@ -263,11 +263,20 @@ def cmd_watch(args: argparse.Namespace) -> int:
     printer = _Printer(args.json, stop)
     domain = _domain(args.domain) if args.domain is not None else None
     discovery = Discovery(domain, etcd=config)  # None: every domain under the prefix
+    reader = threading.current_thread()
+
+    def report(added: list[ServerInfo], removed: list[ServerInfo]) -> None:
+        # The listener is in place before the first read, so no change can fall between the
+        # read and the watch: what start() reads on this thread is "present", the rest is news.
+        if threading.current_thread() is reader:
+            for info in added:
+                printer("present", info)
+        else:
+            printer.changes(added, removed)
+
+    discovery.add_listener(report)
     try:
         discovery.start()
-        for info in discovery.servers():
-            printer("present", info)
-        discovery.add_listener(printer.changes)
         _wait_for_signal(stop, interval=0.2)
     finally:
         discovery.close()

@@ -476,16 +476,22 @@ class EmbeddedEtcd:
         self._forget()
 
     def pause(self) -> None:
-        """SIGSTOP: the server keeps its sockets but answers nothing (a hung etcd)."""
+        """SIGSTOP: the server keeps its sockets but answers nothing (a hung etcd).
+
+        Returns once the kernel shows the process stopped: a signal is delivered
+        asynchronously, and a request sent right after ``kill()`` could still be answered.
+        """
         self._require_running("pause")
         self._signal(signal.SIGSTOP)
         self._paused = True
+        self._wait_for_state(stopped=True)
 
     def resume(self) -> None:
         """SIGCONT after :meth:`pause`."""
         self._require_running("resume")
         self._signal(signal.SIGCONT)
         self._paused = False
+        self._wait_for_state(stopped=False)
 
     def restart(self, wipe: bool = False, timeout: float = 20) -> "EmbeddedEtcd":
         """Stop and start again on the same ports.
@@ -594,6 +600,21 @@ class EmbeddedEtcd:
                 self._proc.send_signal(signum)
             except ProcessLookupError:
                 pass
+
+    def _wait_for_state(self, stopped: bool, timeout: float = 2.0) -> None:
+        """Wait (bounded) until /proc says the process is, or is no longer, stopped."""
+        if self._proc is None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open("/proc/%d/stat" % self._proc.pid, "rb") as stat:
+                    state = stat.read().rsplit(b")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return  # no /proc (or the process is gone): nothing more to wait for
+            if (state in (b"T", b"t")) == stopped:
+                return
+            time.sleep(0.005)
 
     def _require_running(self, what: str) -> None:
         if not self.running:
