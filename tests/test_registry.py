@@ -140,3 +140,19 @@ def test_discovery_of_every_domain(etcd, domain, hello_servers):
         two.stop()
         assert everything.wait_for(lambda v: two.uuid not in v, timeout=1)
         assert one.uuid in everything.view
+
+
+def test_a_wildcard_bind_advertises_a_reachable_address(etcd, domain, hello_servers):
+    server = hello_servers(domain, "tcp", host="0.0.0.0")
+    assert server.address[0] == "0.0.0.0"
+    assert server.url.startswith("tcp4://") and "0.0.0.0" not in server.url
+    assert server.url.endswith(":%d" % server.address[1])
+    with Discovery(domain, etcd=etcd.endpoint) as discovery:
+        assert [s.url for s in discovery.servers()] == [server.url]
+
+
+def test_advertise_url_overrides_the_bound_address(etcd, domain, hello_servers):
+    server = hello_servers(domain, "http", advertise_url="http://svc.example.internal:8080/")
+    with Discovery(domain, etcd=etcd.endpoint) as discovery:
+        assert [s.url for s in discovery.servers()] == ["http://svc.example.internal:8080/"]
+    assert server.address[0] == "127.0.0.1"
