@@ -37,6 +37,7 @@ import hprose
 
 from ..errors import CallTimeout, ConfigError, ConnectError, TransportError
 from .base import BaseClient
+from .listen import open_listener, server_url
 
 __all__ = ["DEFAULT_MAX_BODY", "HttpTransport", "HttpClient", "HttpServer"]
 
@@ -793,10 +794,7 @@ class HttpServer(hprose.HproseHttpService):
         """``<scheme>://host:port/`` of the bound socket (IPv6 hosts in brackets)."""
         if self.address is None:
             raise RuntimeError("HttpServer is not listening yet; call listen() or start()")
-        host, port = self.address
-        if ":" in host:
-            host = "[%s]" % host
-        return "%s://%s:%d/" % (self.scheme, host, port)
+        return server_url(self.scheme, self.address[0], self.address[1], "/")
 
     def _name(self) -> str:
         return self.url if self.address is not None else "%s:%s" % (self.host, self.port)
@@ -813,24 +811,7 @@ class HttpServer(hprose.HproseHttpService):
                 return
             if self._stop_called:
                 raise RuntimeError("HttpServer was stopped; create a new one")
-            try:
-                infos = socket.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM,
-                                           flags=socket.AI_PASSIVE)
-                family, kind, proto, _, sockaddr = infos[0]
-                sock = socket.socket(family, kind, proto)
-            except OSError as error:
-                raise type(error)(error.errno, "cannot listen on %s:%s: %s"
-                                  % (self.host, self.port, error.strerror or error)) from error
-            try:
-                if sys.platform != "win32":
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind(sockaddr)
-                sock.listen(128)
-                sock.setblocking(False)
-            except OSError as error:
-                sock.close()
-                raise type(error)(error.errno, "cannot listen on %s:%s: %s"
-                                  % (self.host, self.port, error.strerror or error)) from error
+            sock = open_listener(self.host, self.port)
             self._listener = sock
             self.address = tuple(sock.getsockname()[:2])  # type: ignore[assignment]
             self._wake_r, self._wake_w = socket.socketpair()

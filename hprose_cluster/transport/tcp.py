@@ -44,6 +44,7 @@ from .. import compat
 from ..errors import CallTimeout, ConfigError, ConnectError, FrameError, TransportError
 from . import wire
 from .base import BaseClient
+from .listen import open_listener, server_url
 
 compat.apply()
 
@@ -651,9 +652,7 @@ class TcpServer(HproseService):
     @property
     def url(self) -> str:
         host, port = self.address if self.address is not None else (self.host, self.port)
-        if ":" in host:
-            host = "[%s]" % host
-        return "%s://%s:%d" % (self.scheme, host, port)
+        return server_url(self.scheme, host, port)
 
     @property
     def in_flight(self) -> int:
@@ -665,20 +664,7 @@ class TcpServer(HproseService):
         with self._tcp_lock:
             if self._tcp_listener is not None:
                 return
-            infos = socket.getaddrinfo(self.host or None, self.port,
-                                       self.family or socket.AF_UNSPEC, socket.SOCK_STREAM,
-                                       0, socket.AI_PASSIVE)
-            family, kind, proto, _, address = infos[0]
-            sock = socket.socket(family, kind, proto)
-            try:
-                if os.name != "nt":
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind(address)
-                sock.listen(128)
-                sock.setblocking(False)
-            except OSError:
-                sock.close()
-                raise
+            sock = open_listener(self.host, self.port, self.family or socket.AF_UNSPEC)
             self._tcp_listener = sock
             self._tcp_wake_r, self._tcp_wake_w = socket.socketpair()
             self._tcp_wake_w.setblocking(False)
