@@ -99,16 +99,12 @@ class Discovery:
         """Read the domain once (EtcdError if etcd cannot be reached), then watch it."""
         if self._thread is not None:
             return self
+        def first_read() -> None:
+            self._resync(initial=True)
+            self._start_watch()
+
         try:
-            # one try per endpoint: a dead member is marked failed and the next try goes on
-            for attempt in range(len(self.config.endpoints)):
-                try:
-                    self._resync(initial=True)
-                    self._start_watch()
-                    break
-                except EtcdError:
-                    if attempt == len(self.config.endpoints) - 1:
-                        raise
+            self._connection.on_any_endpoint(first_read)
         except EtcdError as error:
             self._shutdown_connection()
             raise EtcdError("cannot follow %s: %s" % (self._what, error)) from error

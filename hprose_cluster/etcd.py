@@ -495,6 +495,18 @@ class EtcdConnection:
                 raise self._error(what, error) from error
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def on_any_endpoint(self, step: Callable[[], Any]) -> Any:
+        """Run ``step`` (which calls etcd), trying once per endpoint: a call to a dead member
+        marks it failed and the next call goes to another one, so a dead member in the list
+        does not fail a server's or a client's start.  The last failure is raised."""
+        for attempt in range(len(self.config.endpoints)):
+            try:
+                return step()
+            except EtcdError:
+                if attempt == len(self.config.endpoints) - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     # --- the operations we use ------------------------------------------------------------
 
     def get_prefix(self, prefix: str, *, count_only: bool = False) -> Any:

@@ -82,15 +82,7 @@ class Registrar:
         if self._thread is not None:
             return self
         try:
-            # one try per endpoint: a call to a dead member marks it failed and the next one
-            # goes to another member, so a dead member in the list does not fail the start
-            for attempt in range(len(self.config.endpoints)):
-                try:
-                    self._register(watch=False)
-                    break
-                except EtcdError:
-                    if attempt == len(self.config.endpoints) - 1:
-                        raise
+            self._connection.on_any_endpoint(lambda: self._register(watch=False))
         except EtcdError as error:
             self._release()
             raise RegistrationError("cannot register %s for domain %r at %s: %s"
