@@ -11,6 +11,7 @@ threads.  Transports (connection pools) are kept per server URL and created on f
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -51,7 +52,7 @@ class ClusterClient(BaseClient):
         domain = validate_domain(domain)  # a client calls one domain (Discovery(None) follows all)
         policy = failover or FailoverPolicy()
         if idempotent is not None:
-            policy = FailoverPolicy(**{**policy.__dict__, "idempotent": idempotent})
+            policy = dataclasses.replace(policy, idempotent=idempotent)
         self.failover = policy
         self.selector = make_selector(selector)
         self.ejector = Ejector(policy.eject_after, policy.eject_for)
