@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .backoff import Backoff
 from .errors import EtcdError
@@ -64,7 +64,8 @@ class Discovery:
     ``hprose-cluster watch`` command does); ``start()`` reads it, then a background thread
     keeps it current."""
 
-    def __init__(self, domain: str | None, *, etcd: EtcdConfig | str | None = None,
+    def __init__(self, domain: str | None, *,
+                 etcd: EtcdConfig | str | Sequence[str] | None = None,
                  connection: EtcdConnection | None = None, check_interval: float = 5.0,
                  max_backoff: float = 3.0):
         self.domain = validate_domain(domain) if domain is not None else None

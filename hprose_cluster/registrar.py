@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from .backoff import Backoff
 from .errors import ConfigError, EtcdError, RegistrationError
@@ -32,7 +32,8 @@ DEFAULT_HEARTBEAT = 3.0
 class Registrar:
     """Keeps ``info`` registered under ``<prefix>/<domain>/<uuid>`` until ``close()``."""
 
-    def __init__(self, info: ServerInfo, *, etcd: EtcdConfig | str | None = None,
+    def __init__(self, info: ServerInfo, *,
+                 etcd: EtcdConfig | str | Sequence[str] | None = None,
                  ttl: int = DEFAULT_TTL, heartbeat: float = DEFAULT_HEARTBEAT,
                  max_backoff: float = 3.0, connection: EtcdConnection | None = None):
         if not isinstance(info, ServerInfo):

@@ -148,7 +148,8 @@ class WeightedRandom:
         pass
 
 
-SELECTORS = {"random": RandomPrimary, "round-robin": RoundRobin, "weighted": WeightedRandom}
+SELECTORS: dict[str, type[Selector]] = {
+    "random": RandomPrimary, "round-robin": RoundRobin, "weighted": WeightedRandom}
 
 
 def make_selector(selector: "str | Selector") -> Selector:

@@ -39,7 +39,7 @@ def outbound_host() -> str:
     except OSError:
         infos = []
     for info in infos:
-        address = info[4][0]
+        address = str(info[4][0])
         if not address.startswith("127."):
             return address
     return "127.0.0.1"

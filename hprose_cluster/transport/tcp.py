@@ -185,8 +185,9 @@ class _FullDuplexConnection:
         if call.error is not None:
             # one error object is shared by every call the broken connection failed: raise a
             # copy per caller so that concurrent raises do not mix their tracebacks
-            error = call.error
-            raise type(error)(str(error), url=error.url, sent=error.sent) from error.__cause__
+            failure = call.error
+            raise type(failure)(str(failure), url=failure.url,
+                                sent=failure.sent) from failure.__cause__
         assert call.reply is not None
         return call.reply
 
