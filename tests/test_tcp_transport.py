@@ -546,3 +546,35 @@ def test_random_frames_do_not_hurt_other_clients(shared_server: TcpServer,
         received = received[header + length:]
     with TcpClient(shared_server.url, timeout=5) as good:
         assert good.hello("still") == "Hello still"
+
+
+# --------------------------------------------------------------------------- a peer that stops reading
+
+
+def test_full_duplex_send_to_a_peer_that_never_reads_times_out() -> None:
+    """A server that accepts and then reads nothing: a large request fills the socket buffers.
+    The caller must get CallTimeout within its timeout (not hang in sendall), and a second
+    caller queued behind it too."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        url = "tcp4://127.0.0.1:%d" % listener.getsockname()[1]
+        with TcpClient(url, timeout=1.0, full_duplex=True) as client:
+            big = "x" * (16 * 1024 * 1024)
+            errors: list[BaseException] = []
+
+            def call() -> None:
+                try:
+                    client.hello(big)
+                except BaseException as error:  # collected and asserted below
+                    errors.append(error)
+
+            started = time.monotonic()
+            callers = [threading.Thread(target=call) for _ in range(2)]
+            for caller in callers:
+                caller.start()
+            for caller in callers:
+                caller.join(10)
+            assert not any(caller.is_alive() for caller in callers), "a caller hung in send"
+            assert time.monotonic() - started < 1.0 + 2.0
+            assert len(errors) == 2 and all(isinstance(e, CallTimeout) for e in errors), errors

@@ -125,6 +125,14 @@ class _DeadConnection(Exception):
     """The shared connection died before this call was sent: open a new one and retry."""
 
 
+class _SendTimeout(Exception):
+    """A full-duplex request could not be sent before its deadline."""
+
+    def __init__(self, partial: bool):
+        super().__init__("send timed out")
+        self.partial = partial
+
+
 class _PendingCall:
     """One full-duplex call waiting for its reply."""
 
@@ -168,9 +176,17 @@ class _FullDuplexConnection:
                 request_id = next(self._ids) & 0xFFFFFFFF
             self._pending[request_id] = call
         try:
-            frame = wire.encode_full(request, request_id)
-            with self._send_lock:
-                self.io.sendall(frame)
+            self._send(wire.encode_full(request, request_id), deadline)
+        except _SendTimeout as late:
+            with self._lock:
+                self._pending.pop(request_id, None)
+            if late.partial:  # a frame cut short would corrupt every later one
+                self._fail(TransportError("hprose TCP connection to %s abandoned: a request "
+                                          "could not be sent in time" % self.url,
+                                          url=self.url, sent=True), None)
+            raise CallTimeout("hprose TCP call to %s timed out after %.3gs while sending (the "
+                              "server is not reading)" % (self.url, timeout or 0.0),
+                              url=self.url, sent=late.partial) from None
         except OSError as error:
             self._fail(TransportError(
                 "hprose TCP call to %s failed while sending: %s" % (self.url, error),
@@ -190,6 +206,32 @@ class _FullDuplexConnection:
                                 sent=failure.sent) from failure.__cause__
         assert call.reply is not None
         return call.reply
+
+    def _send(self, frame: bytes, deadline: float | None) -> None:
+        """Send one whole frame before ``deadline``, so a server that stops reading cannot
+        hold a caller (or the callers queued behind it) past its timeout.
+
+        Raises ``_SendTimeout`` (``partial`` when some bytes went out).  TLS connections send
+        through ``SslIo`` without a deadline: their wait for the reply is still bounded.
+        """
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._send_lock.acquire(timeout=-1 if remaining is None else remaining):
+            raise _SendTimeout(partial=False)
+        try:
+            if deadline is None or self.io is not self.sock:
+                self.io.sendall(frame)
+                return
+            view = memoryview(frame)
+            while view:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([], [self.sock], [], remaining)[1]:
+                    raise _SendTimeout(partial=len(view) < len(frame))
+                try:
+                    view = view[self.sock.send(view, socket.MSG_DONTWAIT):]
+                except BlockingIOError:
+                    continue
+        finally:
+            self._send_lock.release()
 
     def _read_loop(self) -> None:
         reader = wire.FrameReader(self.io, self.max_frame)
