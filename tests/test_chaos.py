@@ -77,6 +77,15 @@ def converged(clients: list[ClusterClient], endpoints: str, domain: str, expecte
     return in_etcd == expected and all(client_urls(c) == expected for c in clients)
 
 
+def wait_converged(client: ClusterClient, endpoints: str, domain: str, fleet: Fleet) -> float:
+    """Assert that the client's view and etcd both hold exactly the fleet's servers within
+    BOUND; return how many seconds that took."""
+    started = time.monotonic()
+    assert wait_until(lambda: converged([client], endpoints, domain, fleet.urls()), BOUND), \
+        (etcd_urls(endpoints, domain), client_urls(client), fleet.urls())
+    return time.monotonic() - started
+
+
 def hello_load(client: ClusterClient, **options: Any) -> Load:
     return Load(lambda: client.hello("chaos"), threads=8, max_calls=50000,
                 max_seconds=options.pop("max_seconds", 60.0), **options)
@@ -148,11 +157,8 @@ def test_c_etcd_sigkilled_and_restarted_costs_no_call(etcd_factory, fleet_factor
         assert load.wait_calls(200)  # calls go on from the last known list
         assert client_urls(client) == fleet.urls()
         etcd.start()
-        returned = time.monotonic()
-        assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
-                          BOUND)
         log.info("(c) views and etcd agree %.2f s after etcd returned",
-                 time.monotonic() - returned)
+                 wait_converged(client, etcd.endpoint, domain, fleet))
         assert load.wait_calls(200)
     assert not load.failures, load.describe_failures()
 
@@ -166,17 +172,13 @@ def test_d_etcd_restarted_empty_every_server_registers_again(etcd_factory, fleet
     fleet = fleet_factory(domain, etcd.endpoint)
     with under_load(fleet, domain, etcd.endpoint) as (client, load):
         etcd.restart(wipe=True)
-        returned = time.monotonic()
-        assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
-                          BOUND), (etcd_urls(etcd.endpoint, domain), client_urls(client))
-        took = time.monotonic() - returned
+        took = wait_converged(client, etcd.endpoint, domain, fleet)
         # the client noticed the new cluster and re-read it ...
         assert wait_until(lambda: client.discovery.resyncs >= 1, CHECK + 2)
         # ... and its watch follows the new cluster (not stuck at the old revision)
         fleet.servers[0].kill()
         fleet.start(1)
-        assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
-                          BOUND)
+        wait_converged(client, etcd.endpoint, domain, fleet)
         assert load.wait_calls(200)
     log.info("(d) all back and agreed %.2f s after the empty etcd answered; %s",
              took, load.describe_failures())
@@ -194,11 +196,8 @@ def test_f_etcd_paused_past_ttl_costs_no_call(etcd_factory, fleet_factory, domai
         time.sleep(TTL + 1.5)
         assert client_urls(client) == fleet.urls()  # the last known list is kept
         etcd.resume()
-        resumed = time.monotonic()
-        assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
-                          BOUND)
         log.info("(f) views and etcd agree %.2f s after etcd resumed",
-                 time.monotonic() - resumed)
+                 wait_converged(client, etcd.endpoint, domain, fleet))
         assert load.wait_calls(200)
     assert not load.failures, load.describe_failures()
 
@@ -216,11 +215,8 @@ def test_g_server_paused_past_ttl_registers_again(etcd_factory, fleet_factory, d
         assert wait_until(lambda: victim.url not in client_urls(client), TTL + 2)
         time.sleep(1.0)
         victim.resume()
-        resumed = time.monotonic()
-        assert wait_until(lambda: converged([client], etcd.endpoint, domain, fleet.urls()),
-                          BOUND)
         log.info("(g) paused server listed again %.2f s after it resumed",
-                 time.monotonic() - resumed)
+                 wait_converged(client, etcd.endpoint, domain, fleet))
         assert load.wait_calls(200)
     log.info("(g) %s", load.describe_failures())
     assert len(client_urls(client)) == 3
@@ -269,11 +265,8 @@ def test_e_compaction_while_the_watcher_is_cut_off_is_repaired_by_a_resync(
                     direct.compact(revision)
                 assert victim.url in client_urls(client)  # really cut off: still stale
                 proxy.restore()
-                restored = time.monotonic()
-                assert wait_until(lambda: converged([client], etcd.endpoint, domain,
-                                                    fleet.urls()), BOUND)
                 log.info("(e) view repaired %.2f s after the client could reach etcd again",
-                         time.monotonic() - restored)
+                         wait_converged(client, etcd.endpoint, domain, fleet))
                 assert load.wait_calls(200)
             assert client.discovery.resyncs > resyncs
             assert ("-", victim.url) in changes and ("+", newcomer.url) in changes
@@ -301,7 +294,7 @@ def test_h_killing_the_etcd_leader_costs_no_call(etcd_cluster, fleet_factory, do
         victim = fleet.servers[0]
         victim.kill()
         newcomer, = fleet.start(1)
-        assert wait_until(lambda: converged([client], live, domain, fleet.urls()), BOUND)
+        wait_converged(client, live, domain, fleet)
         assert newcomer.url in client_urls(client)
         assert load.wait_calls(200)
     assert not load.failures, load.describe_failures()
