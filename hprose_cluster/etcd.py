@@ -276,10 +276,6 @@ def is_permission_denied(error: BaseException) -> bool:
     return rpc is not None and _status_code(rpc) == grpc.StatusCode.PERMISSION_DENIED
 
 
-def is_lease_not_found(error: BaseException) -> bool:
-    return _status_code(error) == grpc.StatusCode.NOT_FOUND or "lease not found" in _cause(error)
-
-
 class WatchHandle:
     """A live prefix watch; ``cancel()`` stops it."""
 
@@ -465,20 +461,6 @@ class EtcdConnection:
             cause += (" (etcd user %r lacks the permission: check its role)" % self.config.user
                       if self.config.user is not None else "")
         return EtcdError("%s (etcd %s): %s" % (what, self.config.describe(), cause))
-
-    def renew_if_auth_error(self, error: BaseException) -> bool:
-        """If ``error`` says our auth token is invalid or expired, drop the client so the next
-        request authenticates again (and bumps ``generation``).  True when it did.
-
-        For error paths that do not go through ``call()``, such as a watch stream that failed.
-        """
-        if self.config.user is None or not is_auth_error(error):
-            return False
-        with self._lock:
-            client = self._client
-        if client is not None:
-            self._rebuild(client)
-        return True
 
     def call(self, what: str, func: Callable[[Any], Any]) -> Any:
         """Run ``func(client)``; translate failures, renew an expired auth token once."""
