@@ -51,7 +51,11 @@ class ConnectError(TransportError):
 
 
 class CallTimeout(TransportError):
-    """No complete reply arrived within the call's timeout (the request was sent)."""
+    """No complete reply arrived within the call's timeout.
+
+    ``sent`` is False when the time ran out before any of the request went out (waiting for a
+    connection, or behind a request the server would not read).
+    """
 
 
 class FrameError(TransportError):

@@ -554,7 +554,7 @@ def test_random_frames_do_not_hurt_other_clients(shared_server: TcpServer,
 def test_full_duplex_send_to_a_peer_that_never_reads_times_out() -> None:
     """A server that accepts and then reads nothing: a large request fills the socket buffers.
     The caller must get CallTimeout within its timeout (not hang in sendall), and a second
-    caller queued behind it too."""
+    caller queued behind it too (on the abandoned connection, or on a new one)."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)

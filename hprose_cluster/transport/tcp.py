@@ -167,15 +167,26 @@ class _FullDuplexConnection:
         self._reader.start()
 
     def call(self, request: bytes, timeout: float | None, deadline: float | None) -> bytes:
+        """Send ``request`` and wait for its reply, both within ``deadline``.
+
+        A call is registered as pending only once it holds the send lock, so a connection
+        abandoned by the caller ahead of it fails it as never sent (``_DeadConnection``: the
+        transport retries on a new connection), not as a request that may have run.
+        """
         call = _PendingCall()
-        with self._lock:
-            if self.dead:
-                raise _DeadConnection()
-            request_id = next(self._ids) & 0xFFFFFFFF
-            while request_id in self._pending or request_id == 0:
-                request_id = next(self._ids) & 0xFFFFFFFF
-            self._pending[request_id] = call
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._send_lock.acquire(timeout=-1 if remaining is None else remaining):
+            raise CallTimeout("hprose TCP call to %s timed out after %.3gs waiting to send (the "
+                              "server is not reading)" % (self.url, timeout or 0.0),
+                              url=self.url, sent=False)
         try:
+            with self._lock:
+                if self.dead:
+                    raise _DeadConnection()
+                request_id = next(self._ids) & 0xFFFFFFFF
+                while request_id in self._pending or request_id == 0:
+                    request_id = next(self._ids) & 0xFFFFFFFF
+                self._pending[request_id] = call
             self._send(wire.encode_full(request, request_id), deadline)
         except _SendTimeout as late:
             with self._lock:
@@ -191,6 +202,8 @@ class _FullDuplexConnection:
             self._fail(TransportError(
                 "hprose TCP call to %s failed while sending: %s" % (self.url, error),
                 url=self.url, sent=True), error)
+        finally:
+            self._send_lock.release()
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         if not call.event.wait(remaining):
             with self._lock:
@@ -208,30 +221,25 @@ class _FullDuplexConnection:
         return call.reply
 
     def _send(self, frame: bytes, deadline: float | None) -> None:
-        """Send one whole frame before ``deadline``, so a server that stops reading cannot
-        hold a caller (or the callers queued behind it) past its timeout.
+        """Send one whole frame before ``deadline`` (the caller holds the send lock), so a
+        server that stops reading cannot hold a caller, or those queued behind it, past
+        its timeout.
 
         Raises ``_SendTimeout`` (``partial`` when some bytes went out).  TLS connections send
         through ``SslIo`` without a deadline: their wait for the reply is still bounded.
         """
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not self._send_lock.acquire(timeout=-1 if remaining is None else remaining):
-            raise _SendTimeout(partial=False)
-        try:
-            if deadline is None or self.io is not self.sock:
-                self.io.sendall(frame)
-                return
-            view = memoryview(frame)
-            while view:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not select.select([], [self.sock], [], remaining)[1]:
-                    raise _SendTimeout(partial=len(view) < len(frame))
-                try:
-                    view = view[self.sock.send(view, socket.MSG_DONTWAIT):]
-                except BlockingIOError:
-                    continue
-        finally:
-            self._send_lock.release()
+        if deadline is None or self.io is not self.sock:
+            self.io.sendall(frame)
+            return
+        view = memoryview(frame)
+        while view:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([], [self.sock], [], remaining)[1]:
+                raise _SendTimeout(partial=len(view) < len(frame))
+            try:
+                view = view[self.sock.send(view, socket.MSG_DONTWAIT):]
+            except BlockingIOError:
+                continue
 
     def _read_loop(self) -> None:
         reader = wire.FrameReader(self.io, self.max_frame)
@@ -332,7 +340,12 @@ class TcpTransport:
                 try:
                     return self._full_duplex_connection(deadline).call(request, timeout, deadline)
                 except _DeadConnection:
-                    continue  # it broke between our check and our call; the next is new
+                    # it broke before our request went out; the next connection is new
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise CallTimeout("hprose TCP call to %s timed out after %.3gs before "
+                                          "it could be sent" % (self.url, timeout or 0.0),
+                                          url=self.url, sent=False) from None
+                    continue
             raise ConnectError("hprose TCP connection to %s keeps closing" % self.url,
                                url=self.url)
         return self._half_duplex_round_trip(request, timeout, deadline)
