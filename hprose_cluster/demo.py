@@ -48,8 +48,9 @@ def make_server(transport: str, domain: str, *, etcd: str | None = None, host: s
     (``options`` go to the server class: ``uuid``, ``cpu``, ``advertise_url``, ...)."""
     from .server import ClusterHttpServer, ClusterTcpServer
 
-    cls = {"http": ClusterHttpServer, "tcp": ClusterTcpServer}[transport]
-    server = cls(domain, host, port, etcd=etcd, ttl=ttl, heartbeat=heartbeat,
+    classes: dict[str, type[ClusterHttpServer] | type[ClusterTcpServer]] = {
+        "http": ClusterHttpServer, "tcp": ClusterTcpServer}
+    server = classes[transport](domain, host, port, etcd=etcd, ttl=ttl, heartbeat=heartbeat,
                  drain_delay=drain_delay, **options)
 
     def whoami() -> str:

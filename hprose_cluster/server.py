@@ -79,7 +79,8 @@ class ClusterServer:
         if self.advertise_url is not None:
             return self.advertise_url
         bound = super().url  # type: ignore[misc]
-        host = self.address[0] if getattr(self, "address", None) else None
+        address = getattr(self, "address", None)
+        host = address[0] if address else None
         if host in _WILDCARDS:
             return bound.replace("[::]" if host == "::" else (host or "0.0.0.0"),
                                  outbound_host(), 1)

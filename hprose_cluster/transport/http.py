@@ -514,8 +514,12 @@ class _Handler(BaseHTTPRequestHandler):
     def __init__(self, sock: socket.socket, address: Any, server: "HttpServer",
                  conn: _Connection):
         self.conn = conn
-        self.timeout = server.idle_timeout  # read by StreamRequestHandler.setup
         super().__init__(sock, address, server)  # runs setup(), handle(), finish()
+
+    def setup(self) -> None:
+        super().setup()
+        # an idle keep-alive connection is closed after idle_timeout
+        self.connection.settimeout(self.server.idle_timeout)
 
     # --- the connection loop --------------------------------------------------------------
 
@@ -839,7 +843,7 @@ class HttpServer(hprose.HproseHttpService):
         self._call_on_listening()
         if self._loop_starting():
             thread = threading.Thread(target=self._serve_loop, daemon=True,
-                                      name="hprose-cluster-http-serve-%d" % self.address[1])
+                                      name="hprose-cluster-http-serve-%s" % self.url)
             self._serve_thread = thread
             thread.start()
 
@@ -916,8 +920,8 @@ class HttpServer(hprose.HproseHttpService):
             finally:
                 self.stop()
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         """Only set a flag and wake the loop: stop() takes locks and joins threads, which a

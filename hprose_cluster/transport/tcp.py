@@ -752,7 +752,7 @@ class TcpServer(HproseService):
             raise
         if not block:
             thread = threading.Thread(target=self._tcp_serve,
-                                      name="hprose-cluster-tcp-serve-%d" % self.address[1],
+                                      name="hprose-cluster-tcp-serve-%s" % self.url,
                                       daemon=True)
             self._tcp_serve_thread = thread
             thread.start()
