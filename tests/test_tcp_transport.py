@@ -23,6 +23,8 @@ from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, FrameE
 from hprose_cluster.transport import wire
 from hprose_cluster.transport.tcp import TcpClient, TcpServer, TcpTransport, parse_tcp_url
 
+from cluster_procs import wait_until
+
 pytestmark = pytest.mark.timeout(60)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,9 +52,13 @@ def make_server(host: str = "127.0.0.1", **kwargs: object) -> TcpServer:
         time.sleep(seconds)
         return value
 
+    def blob(size: int) -> str:
+        return "x" * size
+
     server.add(hello)
     server.add(echo)
     server.add(slow)
+    server.add(blob)
     server.state = state  # type: ignore[attr-defined]
     return server
 
@@ -551,15 +557,68 @@ def test_random_frames_do_not_hurt_other_clients(shared_server: TcpServer,
 # --------------------------------------------------------------------------- a peer that stops reading
 
 
-def test_full_duplex_send_to_a_peer_that_never_reads_times_out() -> None:
-    """A server that accepts and then reads nothing: a large request fills the socket buffers.
-    The caller must get CallTimeout within its timeout (not hang in sendall), and a second
-    caller queued behind it too (on the abandoned connection, or on a new one)."""
+def test_a_client_that_reads_no_reply_is_dropped_and_others_are_served(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A client pipelines full-duplex requests for 1 MB replies and never reads them: the
+    workers answering it block in send.  After ``send_timeout`` the server closes that
+    connection, and a well-behaved client's call goes through."""
+    server = make_server(workers=4, send_timeout=0.5)
+    server.start(block=False)
+    try:
+        body = b'Cs4"blob"a1{i1000000;}z'
+        with socket.create_connection(server.address) as hostile:  # type: ignore[arg-type]
+            for request_id in range(1, 41):
+                hostile.sendall(wire.encode_full(body, request_id))
+            # every worker is now stuck writing a reply nobody reads
+            assert wait_until(lambda: server.in_flight == 4, 5), server.in_flight
+            started = time.monotonic()
+            with TcpClient(server.url, timeout=5, full_duplex=True) as good:
+                assert good.hello("ok") == "Hello ok"
+            assert time.monotonic() - started < 0.5 + 2.5
+        assert any("read no reply" in r.getMessage() for r in caplog.records), caplog.text
+    finally:
+        server.stop(drain_timeout=2)
+
+
+def test_bad_send_timeout_is_refused() -> None:
+    for bad in (0, -1):
+        with pytest.raises(ConfigError, match="send_timeout"):
+            TcpServer("127.0.0.1", 0, send_timeout=bad)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_full_duplex_send_to_a_peer_that_never_reads_times_out(tmp_path: Path, tls: bool) -> None:
+    """A server that accepts (and does the TLS handshake) and then reads nothing: a large
+    request fills the socket buffers.  The caller must get CallTimeout within its timeout (not
+    hang in sendall), and a second caller queued behind it too (on the abandoned connection, or
+    on a new one).  A request cut short never ran: both are marked as not sent."""
+    import ssl
+
+    from certs import make_pki
+
+    client_context = None
+    held: list[socket.socket] = []
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        url = "tcp4://127.0.0.1:%d" % listener.getsockname()[1]
-        with TcpClient(url, timeout=1.0, full_duplex=True) as client:
+        listener.listen(4)
+        if tls:
+            pki = make_pki(tmp_path / "pki")
+            server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            server_context.load_cert_chain(str(pki.server.cert), str(pki.server.key))
+            client_context = ssl.create_default_context(cafile=str(pki.ca))
+
+            def handshake_then_hold() -> None:
+                listener.settimeout(5)
+                try:
+                    while True:
+                        conn, _ = listener.accept()
+                        held.append(server_context.wrap_socket(conn, server_side=True))
+                except OSError:
+                    return  # the listener was closed, or nobody came for 5 s
+
+            threading.Thread(target=handshake_then_hold, daemon=True).start()
+        url = "tcp4://localhost:%d" % listener.getsockname()[1]
+        with TcpClient(url, timeout=1.0, full_duplex=True, ssl_context=client_context) as client:
             big = "x" * (16 * 1024 * 1024)
             errors: list[BaseException] = []
 
@@ -578,3 +637,6 @@ def test_full_duplex_send_to_a_peer_that_never_reads_times_out() -> None:
             assert not any(caller.is_alive() for caller in callers), "a caller hung in send"
             assert time.monotonic() - started < 1.0 + 2.0
             assert len(errors) == 2 and all(isinstance(e, CallTimeout) for e in errors), errors
+            assert not any(e.sent for e in errors), errors
+    for conn in held:
+        conn.close()

@@ -125,14 +125,6 @@ class _DeadConnection(Exception):
     """The shared connection died before this call was sent: open a new one and retry."""
 
 
-class _SendTimeout(Exception):
-    """A full-duplex request could not be sent before its deadline."""
-
-    def __init__(self, partial: bool):
-        super().__init__("send timed out")
-        self.partial = partial
-
-
 class _PendingCall:
     """One full-duplex call waiting for its reply."""
 
@@ -187,17 +179,20 @@ class _FullDuplexConnection:
                 while request_id in self._pending or request_id == 0:
                     request_id = next(self._ids) & 0xFFFFFFFF
                 self._pending[request_id] = call
-            self._send(wire.encode_full(request, request_id), deadline)
-        except _SendTimeout as late:
+            # within the deadline, so that a server that stops reading cannot hold this caller,
+            # or those queued behind it on the send lock, past their timeouts
+            wire.send_before(self.io, wire.encode_full(request, request_id), deadline)
+        except wire.SendTimeout as late:
             with self._lock:
                 self._pending.pop(request_id, None)
             if late.partial:  # a frame cut short would corrupt every later one
                 self._fail(TransportError("hprose TCP connection to %s abandoned: a request "
                                           "could not be sent in time" % self.url,
                                           url=self.url, sent=True), None)
+            # a frame cut short is never executed: the server needs all of it, and gets no more
             raise CallTimeout("hprose TCP call to %s timed out after %.3gs while sending (the "
                               "server is not reading)" % (self.url, timeout or 0.0),
-                              url=self.url, sent=late.partial) from None
+                              url=self.url, sent=False) from None
         except OSError as error:
             self._fail(TransportError(
                 "hprose TCP call to %s failed while sending: %s" % (self.url, error),
@@ -219,27 +214,6 @@ class _FullDuplexConnection:
                                 sent=failure.sent) from failure.__cause__
         assert call.reply is not None
         return call.reply
-
-    def _send(self, frame: bytes, deadline: float | None) -> None:
-        """Send one whole frame before ``deadline`` (the caller holds the send lock), so a
-        server that stops reading cannot hold a caller, or those queued behind it, past
-        its timeout.
-
-        Raises ``_SendTimeout`` (``partial`` when some bytes went out).  TLS connections send
-        through ``SslIo`` without a deadline: their wait for the reply is still bounded.
-        """
-        if deadline is None or self.io is not self.sock:
-            self.io.sendall(frame)
-            return
-        view = memoryview(frame)
-        while view:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([], [self.sock], [], remaining)[1]:
-                raise _SendTimeout(partial=len(view) < len(frame))
-            try:
-                view = view[self.sock.send(view, socket.MSG_DONTWAIT):]
-            except BlockingIOError:
-                continue
 
     def _read_loop(self) -> None:
         reader = wire.FrameReader(self.io, self.max_frame)
@@ -615,8 +589,9 @@ class _WorkerPool:
 class _ServerConnection:
     """One accepted connection: its socket, write lock and count of full-duplex jobs."""
 
-    def __init__(self, sock: socket.socket, peer: Any):
+    def __init__(self, sock: socket.socket, peer: Any, send_timeout: float | None):
         self.sock = sock
+        self.send_timeout = send_timeout
         self.io: wire.ByteStream = sock  # wire.SslIo once a TLS handshake is done
         self.peer = peer
         self.send_lock = threading.Lock()
@@ -626,10 +601,28 @@ class _ServerConnection:
         self.thread: threading.Thread | None = None
 
     def send(self, data: bytes) -> bool:
+        """Write one reply; False when the connection is no longer usable.
+
+        A client that stops reading its replies would otherwise hold the writing thread (and,
+        through the send lock, every worker answering it) for ever: after ``send_timeout``
+        the connection is closed instead.
+        """
+        deadline = None if self.send_timeout is None else time.monotonic() + self.send_timeout
         try:
-            with self.send_lock:
-                self.io.sendall(data)
+            wait = -1.0 if self.send_timeout is None else self.send_timeout
+            if not self.send_lock.acquire(timeout=wait):
+                raise wire.SendTimeout(partial=False)
+            try:
+                wire.send_before(self.io, data, deadline)
+            finally:
+                self.send_lock.release()
             return True
+        except wire.SendTimeout:
+            if not self.closed:
+                logger.warning("closing hprose TCP connection from %s: it read no reply for "
+                               "%.3g s", self.peer, self.send_timeout)
+            self.force_close()
+            return False
         except OSError as error:
             logger.debug("cannot answer %s: %s", self.peer, error)
             return False
@@ -649,7 +642,9 @@ class TcpServer(HproseService):
     thread, so its connection's requests are answered one at a time, in order (what a Go client
     expects).  A full-duplex request goes to a bounded worker pool shared by the server and is
     answered with its id when done, possibly out of order; at most ``max_pending`` such requests
-    per connection are queued before that connection's reader waits (back pressure).
+    per connection are queued before that connection's reader waits (back pressure).  A client
+    that reads no reply for ``send_timeout`` seconds is disconnected, so it cannot hold the
+    workers that answer everyone else.
 
     A frame declaring more than ``max_frame`` bytes closes its connection with one logged error
     and nothing allocated for it; an unparsable request gets an hprose ``E`` reply, as from Go.
@@ -665,7 +660,7 @@ class TcpServer(HproseService):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, family: int | None = None,
                  max_frame: int = wire.DEFAULT_MAX_FRAME,
                  ssl_context: ssl.SSLContext | None = None,
-                 workers: int = 16, max_pending: int = 64):
+                 workers: int = 16, max_pending: int = 64, send_timeout: float | None = 30.0):
         super().__init__()
         compat.apply()
         if max_frame < 1 or max_frame > wire.LENGTH_MASK:
@@ -678,6 +673,9 @@ class TcpServer(HproseService):
         self.address: tuple[str, int] | None = None
         self._tcp_workers = max(1, int(workers))
         self._tcp_max_pending = max(1, int(max_pending))
+        if send_timeout is not None and send_timeout <= 0:
+            raise ConfigError("send_timeout must be > 0 or None, not %r" % (send_timeout,))
+        self.send_timeout = send_timeout
         self._tcp_lock = threading.Lock()
         self._tcp_state = "new"  # new -> listening -> serving -> stopping -> stopped
         self._tcp_listener: socket.socket | None = None
@@ -892,7 +890,7 @@ class TcpServer(HproseService):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        conn = _ServerConnection(sock, peer)
+        conn = _ServerConnection(sock, peer, self.send_timeout)
         with self._tcp_lock:
             if self._tcp_state != "serving":
                 sock.close()

@@ -16,6 +16,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from typing import NamedTuple, Protocol
 
 FULL_DUPLEX_BIT = 0x80000000
@@ -67,6 +68,40 @@ def encode(body: bytes, request_id: int | None) -> bytes:
     return encode_half(body) if request_id is None else encode_full(body, request_id)
 
 
+class SendTimeout(Exception):
+    """A frame could not be written before its deadline (the peer is not reading).
+
+    ``partial`` when some of it went out: the stream is then cut mid-frame and must be closed.
+    """
+
+    def __init__(self, partial: bool):
+        super().__init__("send timed out")
+        self.partial = partial
+
+
+def send_before(stream: "ByteStream", data: bytes, deadline: float | None) -> None:
+    """Write all of ``data`` to a plain socket or an ``SslIo`` before ``deadline``
+    (``time.monotonic()``; None waits as long as it takes).  Raises ``SendTimeout``."""
+    if isinstance(stream, SslIo):
+        stream.sendall(data, deadline)
+        return
+    if deadline is None:
+        stream.sendall(data)
+        return
+    assert isinstance(stream, socket.socket)
+    view = memoryview(data)
+    while view:
+        if stream.fileno() < 0:  # closed by another thread (select would raise ValueError)
+            raise OSError("connection closed")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([], [stream], [], remaining)[1]:
+            raise SendTimeout(partial=len(view) < len(data))
+        try:
+            view = view[stream.send(view, socket.MSG_DONTWAIT):]
+        except BlockingIOError:
+            continue
+
+
 class ByteStream(Protocol):
     """What framing needs from a connection: a plain socket, or ``SslIo`` around a TLS one."""
 
@@ -104,7 +139,10 @@ class SslIo:
                     readable = False
             self._wait(readable)
 
-    def sendall(self, data: bytes) -> None:
+    def sendall(self, data: bytes, deadline: float | None = None) -> None:
+        """Write all of ``data``; with a ``deadline`` (``time.monotonic()``) raise
+        ``SendTimeout`` when it passes first.  Any attempt counts as partial: OpenSSL may have
+        written part of a record even when it reports that it wants to write more."""
         view = memoryview(data)
         while view:
             with self._lock:
@@ -115,16 +153,20 @@ class SslIo:
                     readable = False
                 except ssl.SSLWantReadError:
                     readable = True
-            self._wait(readable)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise SendTimeout(partial=True)
+            self._wait(readable, deadline)
 
-    def _wait(self, readable: bool) -> None:
+    def _wait(self, readable: bool, deadline: float | None = None) -> None:
         fd = self.sock.fileno()
         if fd < 0:
             raise OSError("TLS connection closed")
+        wait = self._SLICE if deadline is None else \
+            max(0.0, min(self._SLICE, deadline - time.monotonic()))
         if readable:
-            select.select([fd], [], [fd], self._SLICE)
+            select.select([fd], [], [fd], wait)
         else:
-            select.select([], [fd], [fd], self._SLICE)
+            select.select([], [fd], [fd], wait)
 
 
 class FrameReader:
