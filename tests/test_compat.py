@@ -6,6 +6,8 @@ from io import BytesIO
 
 import hprose
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hprose.io import HproseReader, HproseWriter
 from hprose.server import HproseService
 
@@ -90,6 +92,58 @@ def test_reader_counts_utf16_units() -> None:
     reader = HproseReader(stream)
     assert [reader.unserialize() for _ in range(4)] == ["a😀b", "😀", "Hello a😀b", 1]
     assert decode_reply('Rs10"Hello a😀b"z'.encode(), None, 0) == "Hello a😀b"
+
+
+def hprose_read_string(data: bytes) -> object:
+    """hprose 1.4.3's own string reader (the function the patch replaces) on ``data``."""
+    reader = HproseReader(BytesIO(data))
+    return HproseReader.__dict__["_HproseReader__readString"].__wrapped__(reader)
+
+
+def our_read_string(data: bytes) -> object:
+    reader = HproseReader(BytesIO(data))
+    value = reader._HproseReader__readString()  # type: ignore[attr-defined]
+    return value, reader.stream.read()  # and what it left unread
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.binary(max_size=8))
+def test_string_reader_agrees_with_hprose_on_every_text(text: str, after: bytes) -> None:
+    from hprose_cluster.compat import utf16_length
+    body = ('%d"%s"' % (utf16_length(text), text)).encode("utf-8", "surrogatepass") + after
+    try:
+        expected = hprose_read_string(body)
+    except UnicodeDecodeError:  # lone surrogates: neither reader accepts them
+        with pytest.raises(UnicodeDecodeError):
+            our_read_string(body)
+        return
+    assert expected == text
+    assert our_read_string(body) == (text, after)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 12), st.binary(max_size=16))
+def test_string_reader_on_any_bytes_returns_the_same_or_fails_cleanly(length: int,
+                                                                      raw: bytes) -> None:
+    """Garbage: the same value as hprose's reader when it has one, else an exception (never a
+    hang, never a read past the declared string)."""
+    body = b'%d"' % length + raw
+    try:
+        expected = hprose_read_string(body)
+    except Exception:
+        expected = None
+    try:
+        value, _ = our_read_string(body)
+    except (UnicodeDecodeError, hprose.HproseException):
+        assert expected is None
+    else:
+        assert value == expected
+
+
+def test_a_long_string_is_read_in_one_pass() -> None:
+    text = "x" * 500_000 + "é😀" * 1000
+    data = hprose.serialize(text)
+    assert hprose.unserialize(data) == text
 
 
 def make_service() -> HproseService:
