@@ -734,7 +734,7 @@ class TcpServer(HproseService):
         """Listen, run ``_on_listening()``, then serve until ``stop()``.
 
         ``block=False`` serves on a daemon thread and returns at once.  Blocking in the main
-        thread, SIGTERM and Ctrl-C stop the server gracefully and ``start()`` returns.
+        thread, SIGTERM and SIGINT (Ctrl-C) stop the server gracefully and ``start()`` returns.
         """
         self.listen()
         with self._tcp_lock:
@@ -755,17 +755,19 @@ class TcpServer(HproseService):
             self._tcp_serve_thread = thread
             thread.start()
             return
-        in_main = threading.current_thread() is threading.main_thread()
-        previous: Any = None
-        if in_main:
-            previous = signal.signal(signal.SIGTERM, self._tcp_on_sigterm)
+        # in the main thread SIGTERM and SIGINT both stop gracefully, whatever disposition was
+        # inherited (a background job starts with SIGINT ignored), as HttpServer does
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, self._tcp_on_signal)
         try:
             self._tcp_serve()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # SIGINT before our handler was installed
             logger.info("hprose TCP server %s interrupted; stopping", self.url)
         finally:
-            if in_main:
-                signal.signal(signal.SIGTERM, previous)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
         self.stop()
         self._tcp_stopped.wait()
 
@@ -839,8 +841,9 @@ class TcpServer(HproseService):
 
     # --- accepting ------------------------------------------------------------------------
 
-    def _tcp_on_sigterm(self, signum: int, frame: Any) -> None:
-        logger.info("hprose TCP server %s got SIGTERM; stopping", self.url)
+    def _tcp_on_signal(self, signum: int, frame: Any) -> None:
+        logger.info("hprose TCP server %s got %s; stopping", self.url,
+                    signal.Signals(signum).name)
         self._tcp_wake()
 
     def _tcp_wake(self) -> None:

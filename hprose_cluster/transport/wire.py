@@ -90,16 +90,18 @@ def send_before(stream: "ByteStream", data: bytes, deadline: float | None) -> No
         return
     assert isinstance(stream, socket.socket)
     view = memoryview(data)
-    while view:
+    while True:  # the common case is one send() that takes everything: no select()
         if stream.fileno() < 0:  # closed by another thread (select would raise ValueError)
             raise OSError("connection closed")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([], [stream], [], remaining)[1]:
-            raise SendTimeout(partial=len(view) < len(data))
         try:
             view = view[stream.send(view, socket.MSG_DONTWAIT):]
         except BlockingIOError:
-            continue
+            pass
+        if not view:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([], [stream], [], remaining)[1]:
+            raise SendTimeout(partial=len(view) < len(data))
 
 
 class ByteStream(Protocol):
