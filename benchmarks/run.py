@@ -30,6 +30,7 @@ SECTIONS = {
     "3": ("reaction time", "bench_reaction", "reaction"),
     "4": ("failover under load", "bench_failover", "failover"),
     "5": ("registrar cost", "bench_registrar", "registrar_cost"),
+    "6": ("string decoding", "bench_payload", "payload"),
 }
 
 
