@@ -154,13 +154,14 @@ def _read_string(wrapped: Any, instance: HproseReader, args: tuple, kwargs: dict
     """``HproseReader.__readString()``: ``<utf16 length>"<utf-8 bytes>"`` after the tag."""
     stream = instance.stream
     length = _readint(stream, HproseTags.TagQuote)
+    chunk = stream.read(length)
+    if len(chunk) == length and chunk.isascii():  # the common case: one read, no decoder
+        stream.read(1)  # the closing quote
+        return chunk.decode("ascii")
     decoder = codecs.getincrementaldecoder("utf-8")()
     parts: list[str] = []
     units = 0
-    while units < length:
-        # a character cut in two is finished byte by byte: a 4-byte one may have only one
-        # byte left for its two units
-        chunk = stream.read(1 if decoder.getstate()[0] else length - units)
+    while True:
         if not chunk:
             raise HproseException("hprose string of %d UTF-16 units ends after %d"
                                   % (length, units))
@@ -168,6 +169,11 @@ def _read_string(wrapped: Any, instance: HproseReader, args: tuple, kwargs: dict
         if text:
             parts.append(text)
             units += len(text) if text.isascii() else utf16_length(text)
+        if units >= length:
+            break
+        # as many bytes as units remain (every unit takes at least one byte), but a character
+        # cut in two is finished byte by byte: a 4-byte one may have one byte left for two units
+        chunk = stream.read(1 if decoder.getstate()[0] else length - units)
     stream.read(1)  # the closing quote
     return "".join(parts)
 
