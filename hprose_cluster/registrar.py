@@ -1,7 +1,8 @@
 """Server side: keep one record registered in etcd for as long as the server lives.
 
-A Registrar grants a lease, puts the record on it, refreshes the lease every heartbeat on a
-named daemon thread, and watches its own key.  It never gives up: a lost lease (TTL 0 in a
+A Registrar grants a lease, puts the record on it, refreshes the lease every heartbeat, and
+watches its own key.  The registrars of one ``EtcdConnection`` run on the few threads of one
+``StepScheduler``, not on a thread each.  A registrar never gives up: a lost lease (TTL 0 in a
 refresh reply, or no successful refresh for a whole TTL), a deleted key, an etcd restarted on
 the same or an empty data dir, or etcd unreachable for minutes all end with the record back
 in etcd, retried with jittered exponential backoff capped at ``max_backoff`` seconds.
@@ -22,6 +23,7 @@ from .backoff import Backoff
 from .errors import ConfigError, EtcdError, RegistrationError
 from .etcd import EtcdConfig, EtcdConnection, WatchHandle, events_of, is_delete_event
 from .record import ServerInfo
+from .scheduler import StepScheduler, Task, scheduler_for
 
 log = logging.getLogger("hprose_cluster.registrar")
 
@@ -52,9 +54,10 @@ class Registrar:
         self._value = info.to_json()
         self._backoff = Backoff(base=min(0.1, max_backoff), cap=max_backoff)
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._closing = False
-        self._thread: threading.Thread | None = None
+        self._scheduler: StepScheduler = scheduler_for(self._connection, "registrar")
+        self._task: Task | None = None
+        self._failing = False  # in an outage: further failures are logged at debug level
         self._lease_id: int | None = None
         self._last_refresh = 0.0
         self._watch: WatchHandle | None = None
@@ -80,7 +83,7 @@ class Registrar:
     def start(self) -> "Registrar":
         """Register now (raising RegistrationError if etcd refuses or cannot be reached),
         then keep the record alive in the background."""
-        if self._thread is not None:
+        if self._task is not None:
             return self
         try:
             self._connection.on_any_endpoint(lambda: self._register(watch=False))
@@ -89,10 +92,8 @@ class Registrar:
             raise RegistrationError("cannot register %s for domain %r at %s: %s"
                                     % (self.info.url, self.info.domain,
                                        self.config.describe(), error)) from error
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name="hprose-cluster-registrar-%s" % self.info.uuid[:8])
-        self._thread.start()
-        self._wake.set()  # the thread watches the key at once (from the put's revision)
+        # the first step watches the key at once (from the put's revision)
+        self._task = self._scheduler.add(self._step, self.key)
         return self
 
     def close(self) -> None:
@@ -101,9 +102,9 @@ class Registrar:
             if self._closing:
                 return
             self._closing = True
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(self.config.timeout * 2 + self.heartbeat)
+        if self._task is not None:
+            # a step in progress ends within the connection's timeout
+            self._scheduler.remove(self._task, self.config.timeout * 2 + self.heartbeat)
         self._release()
 
     def __enter__(self) -> "Registrar":
@@ -167,41 +168,45 @@ class Registrar:
             return
         if isinstance(response, Exception):
             self._watch_broken = True
-            self._wake.set()
+            self._wake()
             return
         for event in events_of(response):
             if is_delete_event(event):
                 log.warning("the record %s was deleted; putting it back", self.key)
                 self._key_missing = True
-                self._wake.set()
+                self._wake()
 
-    def _run(self) -> None:
-        delay = self.heartbeat
-        failing = False
-        while True:
-            self._wake.wait(delay)
-            self._wake.clear()
+    def _wake(self) -> None:
+        task = self._task
+        if task is not None:
+            self._scheduler.wake(task)
+
+    def _step(self) -> float | None:
+        """One run on the scheduler: a tick, or the handling of its failure.  Returns the
+        seconds until the next run (None once closing)."""
+        if self._closing:
+            return None
+        try:
+            delay = self._tick()
+        except EtcdError as error:
             if self._closing:
-                return
-            try:
-                delay = self._tick()
-                self._backoff.reset()
-                if failing:
-                    failing = False
-                    log.info("registration of %s is healthy again", self.key)
-            except EtcdError as error:
-                if self._closing:
-                    return
-                if self._lease_id is not None and time.monotonic() - self._last_refresh >= self.ttl:
-                    log.warning("no lease refresh for %s in %d s: treating the lease as lost",
-                                self.key, self.ttl)
-                    self._lease_id = None
-                delay = min(self._backoff.next(), self.heartbeat)
-                # one warning per outage: a thousand registrars retrying for minutes must not
-                # flood the log
-                (log.debug if failing else log.warning)(
-                    "registration of %s: %s (retrying in %.1f s)", self.key, error, delay)
-                failing = True
+                return None
+            if self._lease_id is not None and time.monotonic() - self._last_refresh >= self.ttl:
+                log.warning("no lease refresh for %s in %d s: treating the lease as lost",
+                            self.key, self.ttl)
+                self._lease_id = None
+            delay = min(self._backoff.next(), self.heartbeat)
+            # one warning per outage: a thousand registrars retrying for minutes must not
+            # flood the log
+            (log.debug if self._failing else log.warning)(
+                "registration of %s: %s (retrying in %.1f s)", self.key, error, delay)
+            self._failing = True
+            return delay
+        self._backoff.reset()
+        if self._failing:
+            self._failing = False
+            log.info("registration of %s is healthy again", self.key)
+        return delay
 
     def _tick(self) -> float:
         """One step: re-register if needed, else refresh the lease. Returns the next wait."""
