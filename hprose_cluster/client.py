@@ -170,6 +170,8 @@ class ClusterClient(BaseClient):
     def _on_change(self, added: list[ServerInfo], removed: list[ServerInfo]) -> None:
         """Servers that left: retire their connections (closed at the next change, so calls
         still in flight on a draining server can finish)."""
+        if not removed and not self._retired:
+            return
         current = {s.url for s in self.discovery.servers()}
         with self._lock:
             to_close, self._retired = self._retired, []

@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .backoff import Backoff
 from .errors import EtcdError
@@ -36,18 +36,36 @@ Listener = Callable[[list[ServerInfo], list[ServerInfo]], None]
 
 class ServerView:
     """An immutable snapshot of a domain: servers in key order, indexed by etcd key and UUID
-    (within one domain the UUID is the last segment of the key, so both are unique)."""
+    (within one domain the UUID is the last segment of the key, so both are unique).
 
-    __slots__ = ("servers", "by_key", "by_uuid", "revision")
+    The ordered tuple and the UUID index are built on first use: a burst of registrations
+    makes a view per watch response, and only the ones a caller looks at need them.
+    """
+
+    __slots__ = ("by_key", "revision", "_servers", "_by_uuid")
 
     def __init__(self, by_key: Mapping[str, ServerInfo], revision: int = 0):
         self.by_key = dict(by_key)
-        self.servers = tuple(self.by_key[k] for k in sorted(self.by_key))
-        self.by_uuid = {server.uuid: server for server in self.servers}
         self.revision = revision
+        self._servers: tuple[ServerInfo, ...] | None = None
+        self._by_uuid: dict[str, ServerInfo] | None = None
+
+    @property
+    def servers(self) -> tuple[ServerInfo, ...]:
+        servers = self._servers
+        if servers is None:  # two threads may both build it: the same value either way
+            servers = self._servers = tuple(self.by_key[k] for k in sorted(self.by_key))
+        return servers
+
+    @property
+    def by_uuid(self) -> dict[str, ServerInfo]:
+        by_uuid = self._by_uuid
+        if by_uuid is None:
+            by_uuid = self._by_uuid = {server.uuid: server for server in self.by_key.values()}
+        return by_uuid
 
     def __len__(self) -> int:
-        return len(self.servers)
+        return len(self.by_key)
 
     def __iter__(self) -> Iterator[ServerInfo]:
         return iter(self.servers)
@@ -165,11 +183,20 @@ class Discovery:
                 log.warning("skipping a record of %s: %s", self._what, error)
             return None
 
-    def _publish(self, by_key: dict[str, ServerInfo]) -> None:
-        """Swap in a new view and tell listeners exactly what changed."""
+    def _publish(self, by_key: dict[str, ServerInfo], changed: Iterable[str] | None = None) -> None:
+        """Swap in a new view and tell listeners exactly what changed (``changed``: the only
+        keys that may differ from the current view; None compares them all)."""
         old = self._view.by_key
-        added = [info for key, info in by_key.items() if old.get(key) != info]
-        removed = [info for key, info in old.items() if by_key.get(key) != info]
+        if changed is None:
+            changed = set(old) | set(by_key)
+        added, removed = [], []
+        for key in sorted(changed):  # in key order, as the view lists them
+            before, after = old.get(key), by_key.get(key)
+            if before != after:
+                if after is not None:
+                    added.append(after)
+                if before is not None:
+                    removed.append(before)
         if not added and not removed:
             return
         with self._changed:
@@ -213,15 +240,16 @@ class Discovery:
         """Apply ``first`` and every watch response already queued behind it, then publish
         once: a burst of a thousand registrations builds one new view, not a thousand."""
         by_key: dict[str, ServerInfo] | None = None
+        changed: set[str] = set()
         item = first
         while item is not None:
             if isinstance(item, Exception):
                 if by_key is not None:
-                    self._publish(by_key)
-                    by_key = None
+                    self._publish(by_key, changed)
+                    by_key, changed = None, set()
                 self._on_watch_error(item)
             else:
-                by_key = self._apply(item, by_key)
+                by_key = self._apply(item, by_key, changed)
             if self._watch is None:
                 break  # what follows belongs to a dropped watch
             try:
@@ -229,12 +257,12 @@ class Discovery:
             except queue.Empty:
                 item = None
         if by_key is not None:
-            self._publish(by_key)
+            self._publish(by_key, changed)
 
-    def _apply(self, response: Any,
-               by_key: dict[str, ServerInfo] | None) -> dict[str, ServerInfo] | None:
+    def _apply(self, response: Any, by_key: dict[str, ServerInfo] | None,
+               changed: set[str]) -> dict[str, ServerInfo] | None:
         """Apply one watch response to ``by_key`` (a working copy of the view, made on the
-        first change); returns it."""
+        first change) and note the keys it touches in ``changed``; returns ``by_key``."""
         _, cluster_id = header_of(response)
         if self._cluster_id is not None and cluster_id and cluster_id != self._cluster_id:
             self._restart_watch(resync=True)
@@ -252,6 +280,7 @@ class Discovery:
             if by_key is None:
                 by_key = dict(self._view.by_key)
             key = event.key.decode("utf-8", "replace")
+            changed.add(key)
             put = is_put_event(event)
             info = self._parse(key, event.value, revision) if put else None
             if info is None:
