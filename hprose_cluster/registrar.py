@@ -63,7 +63,7 @@ class Registrar:
         self._watch: WatchHandle | None = None
         self._key_missing = False
         self._watch_broken = True
-        self._watch_pending = False  # start() registered: the thread creates the watch
+        self._watch_pending = False  # start() registered: the first step creates the watch
         self._watch_from = 0
         self.registrations = 0  # how many times the record was (re)written
         self.refreshes = 0  # successful lease refreshes (keepalives)
@@ -92,8 +92,11 @@ class Registrar:
             raise RegistrationError("cannot register %s for domain %r at %s: %s"
                                     % (self.info.url, self.info.domain,
                                        self.config.describe(), error)) from error
-        # the first step watches the key at once (from the put's revision)
-        self._task = self._scheduler.add(self._step, self.key)
+        # The first step, one heartbeat from now, watches the key from the put's revision (so
+        # a deletion in between is still seen) and refreshes the lease: every failure is
+        # noticed at heartbeat pace anyway, and a burst of starts is not slowed by watch
+        # creations.
+        self._task = self._scheduler.add(self._step, self.key, delay=self.heartbeat)
         return self
 
     def close(self) -> None:
@@ -133,7 +136,7 @@ class Registrar:
         """Put the record on a live lease: the current one if it still lives, else a new one.
 
         Then watch the key from the put's revision, so a deletion right after the put is seen
-        too.  ``start()`` leaves the watch to the registrar thread (``watch=False``) and
+        too.  ``start()`` leaves the watch to its first scheduled step (``watch=False``) and
         returns once the record is in etcd: watch creations are serialized per connection,
         and a thousand servers of one process starting at once need not wait for them.
         """
