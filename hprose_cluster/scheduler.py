@@ -49,7 +49,9 @@ class StepScheduler:
     def __init__(self, name: str, max_workers: int = DEFAULT_MAX_WORKERS):
         self.name = name
         self.max_workers = max(1, int(max_workers))
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # workers wait on it for due steps
+        self._finished = threading.Condition(lock)  # remove() waits on it for a run to end
         self._heap: list[tuple[float, int, Task]] = []
         self._entries = itertools.count(1)
         self._tasks = 0
@@ -84,10 +86,11 @@ class StepScheduler:
                 task._removed = True
                 self._tasks -= 1
                 task._entry = 0
-                self._cond.notify_all()
+                if self._tasks == 0:
+                    self._cond.notify_all()  # idle workers leave
             if current in self._workers:  # removed by its own step: it is finishing anyway
                 return True
-            finished = self._cond.wait_for(lambda: not task._running, timeout)
+            finished = self._finished.wait_for(lambda: not task._running, timeout)
             leaving = list(self._workers) if self._tasks == 0 else []
         for worker in leaving:  # the last task: its workers exit now
             if worker is not current:
@@ -105,10 +108,10 @@ class StepScheduler:
                                       name="hprose-cluster-%s-%d" % (self.name, next(self._names)))
             self._workers.append(worker)
             worker.start()
-        else:
-            # every waiter re-checks: a worker may be waiting for a later due time, and
-            # remove() waits on the same condition
-            self._cond.notify_all()
+        elif self._heap[0][1] == task._entry:
+            # the new first due step: an idle worker plans its wait again (an idle worker
+            # always waits no longer than the first due step, so only a new first needs it)
+            self._cond.notify()
 
     def _next(self) -> Task | None:
         """Under the lock: wait for the next due task (None: no task left, exit)."""
@@ -132,6 +135,8 @@ class StepScheduler:
             heapq.heappop(self._heap)
             task._entry = 0
             task._running = True
+            if self._heap and self._idle:
+                self._cond.notify()  # someone waits for the next one in our place
             return task
 
     def _work(self) -> None:
@@ -142,7 +147,6 @@ class StepScheduler:
                     task = self._next()
                     if task is None:  # leave the pool under the lock: add() counts on it
                         self._workers.remove(current)
-                        self._cond.notify_all()
                         return
                 try:
                     delay = task.step()
@@ -152,7 +156,7 @@ class StepScheduler:
                 with self._cond:
                     task._running = False
                     if task._removed or delay is None:
-                        self._cond.notify_all()
+                        self._finished.notify_all()
                         continue
                     if task._woken:
                         task._woken = False
