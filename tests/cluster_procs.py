@@ -240,6 +240,16 @@ class Load:
                                          "; ".join(repr(e) for _, e in self.failures[:limit]))
 
 
+def has_ipv6_loopback() -> bool:
+    """Whether this machine can bind ::1 (some containers have no IPv6 at all)."""
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
     """Poll ``predicate`` until true; False after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

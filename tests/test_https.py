@@ -10,7 +10,6 @@ the call raises NoServerAvailable chained from that ConnectError, whose message 
 
 from __future__ import annotations
 
-import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,12 @@ from typing import Any
 import pytest
 
 from certs import Pki, make_pki
+from cluster_procs import has_ipv6_loopback
 from hprose_cluster import (ClusterClient, ConnectError, FailoverPolicy, NoServerAvailable,
                             TransportError)
 from hprose_cluster.demo import make_server
 
 NO_WAIT = FailoverPolicy(wait_for_server=0)  # fail at once once every server was tried
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -82,7 +73,7 @@ def test_https_server_advertises_https_and_a_verifying_client_calls_it(etcd, dom
         assert client.whoami().startswith(server.url)
 
 
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
 def test_https_over_ipv6_loopback(etcd, domain, pki, https_server) -> None:
     server = https_server(domain, host="::1")
     assert server.url.startswith("https://[::1]:")

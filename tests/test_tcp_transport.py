@@ -23,7 +23,7 @@ from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, FrameE
 from hprose_cluster.transport import wire
 from hprose_cluster.transport.tcp import TcpClient, TcpServer, TcpTransport, parse_tcp_url
 
-from cluster_procs import wait_until
+from cluster_procs import has_ipv6_loopback, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -77,15 +77,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def has_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as sock:
-            sock.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
 # --------------------------------------------------------------------------- URLs, schemes
 
 
@@ -120,7 +111,7 @@ def test_server_scheme_and_url() -> None:
         server.stop()
 
 
-@pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback")
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
 def test_ipv6_round_trip() -> None:
     server = make_server("::1")
     server.start(block=False)
