@@ -542,9 +542,11 @@ def test_oversized_content_length_gets_413_without_reading_body(servers: Servers
     (b"POST / HTTP/1.1\r\nHost: x\r\n\r\n", b"411"),
     (b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", b"400"),
     (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nzzzz", b"400"),
-    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n", b"411"),
     (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-     b"1\r\nz\r\n0\r\n\r\n", b"411"),
+     b"1\r\nz\r\n0\r\n\r\n", b"400"),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n", b"501"),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nz\r\n0\r\n\r\n", b"400"),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nzz\r\n0\r\n\r\n", b"400"),
     (b"this is not http\r\n\r\n", b"400"),
     (b"GET /\r\n", b"400"),
     (b"POST / HTTP/9.9\r\nContent-Length: 1\r\n\r\nz", b"505"),
@@ -554,6 +556,38 @@ def test_malformed_requests_get_4xx_and_server_keeps_serving(
         server: HttpServer, request_bytes: bytes, status: bytes) -> None:
     reply = _raw(server, request_bytes)
     assert reply.split(b" ", 2)[1] == status, reply
+    with HttpClient(server.url) as client:
+        assert client.hello("still") == "Hello still"
+
+
+def _chunked(body: bytes, sizes: list[int]) -> bytes:
+    """``body`` as chunks of ``sizes`` (the rest in one more chunk), with an extension and a
+    trailer to skip."""
+    out, start = [], 0
+    for size in sizes + [len(body)]:
+        piece = body[start:start + size]
+        start += len(piece)
+        if piece:
+            out.append(b"%x;ext=1\r\n%s\r\n" % (len(piece), piece))
+    return b"".join(out) + b"0\r\nX-Trailer: 1\r\n\r\n"
+
+
+def test_a_chunked_body_is_read_and_the_connection_kept(server: HttpServer) -> None:
+    body = b'Cs5"hello"a1{s1"a"}z'
+    chunked = (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + _chunked(body, [3, 1, 7]))
+    plain = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    reply = _raw(server, chunked + plain)  # two requests on one connection
+    assert reply.count(b"HTTP/1.1 200 OK") == 2, reply
+    assert reply.count(b'Rs7"Hello a"z') == 2, reply
+
+
+def test_a_chunked_body_over_max_body_gets_413_before_it_is_all_read(servers: Servers) -> None:
+    server = servers(max_body=1000)
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    # 600 + 600 bytes: the second chunk size line alone is enough to refuse
+    reply = _raw(server, head + b"258\r\n" + b"x" * 600 + b"\r\n258\r\n")
+    assert reply.startswith(b"HTTP/1.1 413 "), reply[:100]
     with HttpClient(server.url) as client:
         assert client.hello("still") == "Hello still"
 

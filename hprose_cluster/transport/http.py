@@ -472,6 +472,8 @@ class _Connection:
 _in_handler = threading.local()  # set in connection threads; lets stop() skip joining itself
 
 _DIGITS = re.compile(r"[0-9]{1,20}")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_CHUNKED = "chunked"  # _body_framing()'s answer for a chunked body
 
 
 _ABANDONED_BODY = b"server stopped while this request was running; no result\n"
@@ -568,18 +570,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_expect_100(self) -> bool:
         """Refuse an oversized body before inviting the client to send it."""
-        if self._body_length() is None:
+        if self._body_framing() is None:
             return False
         return super().handle_expect_100()
 
     # --- one request ----------------------------------------------------------------------
 
-    def _body_length(self) -> int | None:
-        """The request body length, or None after answering 400/411/413."""
-        if self.headers.get("Transfer-Encoding") is not None:
-            self.send_error(411, "Length Required",
-                            "Send the body with a Content-Length, not a transfer coding.")
-            return None
+    def _body_framing(self) -> int | str | None:
+        """The request body length, ``_CHUNKED``, or None after answering 400/411/413/501."""
+        codings = self.headers.get_all("Transfer-Encoding")
+        if codings:
+            if self.headers.get("Content-Length") is not None:
+                # two framings: a proxy in front may have read the other one (smuggling)
+                self.send_error(400, "Both Content-Length and Transfer-Encoding")
+                return None
+            if [c.strip().lower() for c in ",".join(codings).split(",")] != [_CHUNKED]:
+                self.send_error(501, "Unsupported transfer coding",
+                                "Only Transfer-Encoding: chunked is accepted.")
+                return None
+            return _CHUNKED
         values = self.headers.get_all("Content-Length")
         if not values:
             if self.command == "POST":
@@ -602,11 +611,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(501, "Unsupported method (%r)" % self.command)
             self._linger()
             return
-        length = self._body_length()
-        if length is None:
+        framing = self._body_framing()
+        if framing is None:
             self._linger()  # the body is left unread: this connection is finished
             return
-        body = self._read_body(length)
+        if framing == _CHUNKED:
+            body = self._read_chunked_body()
+        else:
+            assert isinstance(framing, int)
+            body = self._read_body(framing)
         if body is None:
             return
         try:
@@ -636,6 +649,52 @@ class _Handler(BaseHTTPRequestHandler):
             chunks.append(chunk)
             remaining -= len(chunk)
         return b"".join(chunks)
+
+    def _read_chunked_body(self) -> bytes | None:
+        """Read a chunked body (RFC 9112 7.1) of at most ``max_body`` bytes.  None after
+        answering 400/413, or when the client went away; the connection is then finished."""
+        chunks = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1026)
+            if not line:
+                self.close_connection = True
+                return None
+            size_text = line.split(b";", 1)[0].strip()  # chunk extensions are ignored
+            if not line.endswith(b"\n") or not _CHUNK_SIZE.fullmatch(size_text):
+                self.send_error(400, "Bad chunk size line")
+                self._linger()
+                return None
+            size = int(size_text, 16)
+            if size == 0:
+                break
+            total += size
+            if total > self.server.max_body:
+                self.send_error(413, "Payload Too Large",
+                                "The chunked body is larger than the limit of %d bytes."
+                                % self.server.max_body)
+                self._linger()
+                return None
+            data = self._read_body(size)
+            if data is None:
+                return None
+            chunks.append(data)
+            if self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                self.send_error(400, "Chunk not followed by CRLF")
+                self._linger()
+                return None
+        for _ in range(64):  # trailer fields, ignored
+            line = self.rfile.readline(8194)
+            if not line:
+                self.close_connection = True
+                return None
+            if line in (b"\r\n", b"\n"):
+                return b"".join(chunks)
+            if not line.endswith(b"\n"):
+                break
+        self.send_error(400, "Bad or too many trailer fields")
+        self._linger()
+        return None
 
     def _environ(self, body: bytes) -> dict[str, Any]:
         """A WSGI-style environ: what HproseHttpService.handle reads and what hprose functions
@@ -742,8 +801,10 @@ class HttpServer(hprose.HproseHttpService):
     ``stop()`` drains: requests being executed finish and are answered, idle connections are
     closed, and no thread is left behind.
 
-    Requests with a body larger than ``max_body`` get 413 and the connection is closed without
-    reading it; a keep-alive connection idle for ``idle_timeout`` seconds is closed.  With
+    A body comes with a Content-Length or chunked (other transfer codings get 501, both
+    framings at once 400).  Requests with a body larger than ``max_body`` get 413 and the
+    connection is closed without reading the rest; a keep-alive connection idle for
+    ``idle_timeout`` seconds is closed.  With
     ``ssl_context`` (a server-side ``ssl.SSLContext`` with a certificate loaded) it serves HTTPS.
 
     Hooks for ``hprose_cluster.server.ClusterServer``: ``_on_listening()`` runs once the socket
