@@ -19,10 +19,11 @@ from typing import Any, Sequence
 
 from hprose.common import HproseException
 
+from . import metrics
 from .discovery import Discovery
 from .errors import ConfigError, NoServerAvailable, TransportError
 from .etcd import EtcdConfig
-from .failover import Ejector, FailoverPolicy
+from .failover import FailoverPolicy
 from .record import ServerInfo, validate_domain
 from .selector import Selector, make_selector
 from .transport import BaseClient, Transport, open_transport
@@ -55,7 +56,8 @@ class ClusterClient(BaseClient):
             policy = dataclasses.replace(policy, idempotent=idempotent)
         self.failover = policy
         self.selector = make_selector(selector)
-        self.ejector = Ejector(policy.eject_after, policy.eject_for)
+        self._metrics = metrics.client_recorder(domain)
+        self.ejector = self._metrics.ejector(policy.eject_after, policy.eject_for)
         self._transport_options = {"ssl_context": ssl_context, "full_duplex": full_duplex,
                                    "pool_size": pool_size}
         self._transports: dict[str, Transport] = {}
@@ -91,6 +93,7 @@ class ClusterClient(BaseClient):
         idempotent = options.pop("idempotent", None)
         if options:
             raise TypeError("unknown call option(s): %s" % ", ".join(sorted(options)))
+        started = self._metrics.start()
         policy = self.failover
         if idempotent is None:
             idempotent = policy.idempotent
@@ -110,9 +113,11 @@ class ClusterClient(BaseClient):
                 reply = self._transport(server.url).round_trip(request, timeout)
             except TransportError as error:
                 self.ejector.failure(server.url, certain=not error.sent)
+                self._metrics.failed(server, error)
                 self.selector.failed(server)
                 failures.append((server, error))
                 if not policy.may_retry(error, idempotent):
+                    self._metrics.raised(started, tried)
                     raise
                 log.info("call %s on %s failed (%s); trying another server of %r",
                          name, server.url, error, self.domain)
@@ -122,11 +127,15 @@ class ClusterClient(BaseClient):
                 continue
             self.ejector.success(server.url)
             try:
-                return self._decode(reply, args, result_mode)
+                result = self._decode(reply, args, result_mode)
             except HproseException:
+                self._metrics.error(server, started, tried)
                 if policy.rotate_on_error:
                     self.selector.failed(server)
                 raise
+            self._metrics.ok(server, started, tried)
+            return result
+        self._metrics.no_server(started, tried)
         raise self._no_server(name, failures)
 
     def _wait_for_server(self, tried: set[str], deadline: float) -> ServerInfo | None:

@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from . import metrics
 from .backoff import Backoff
 from .errors import EtcdError
 from .etcd import (EtcdConfig, EtcdConnection, WatchHandle, events_of, header_of, is_compacted,
@@ -111,6 +112,7 @@ class Discovery:
         self._thread: threading.Thread | None = None
         self._closing = False
         self.resyncs = 0  # full re-reads done after the first one (for tests and metrics)
+        self._metrics = metrics.discovery_recorder(self)
 
     # --- public ---------------------------------------------------------------------------
 
@@ -165,6 +167,7 @@ class Discovery:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(self.config.timeout * 2)
         self._shutdown_connection()
+        self._metrics.close()
 
     def __enter__(self) -> "Discovery":
         return self.start()
@@ -211,6 +214,7 @@ class Discovery:
     def _resync(self, initial: bool = False) -> None:
         """Read the whole prefix and make the view equal to it."""
         response = self._connection.get_prefix(self.prefix)
+        self._metrics.heard(resync=not initial)
         revision, cluster_id = header_of(response)
         replaced = (self._cluster_id is not None and cluster_id != self._cluster_id) \
             or revision < self._applied_revision
@@ -263,6 +267,7 @@ class Discovery:
                changed: set[str]) -> dict[str, ServerInfo] | None:
         """Apply one watch response to ``by_key`` (a working copy of the view, made on the
         first change) and note the keys it touches in ``changed``; returns ``by_key``."""
+        self._metrics.heard()
         _, cluster_id = header_of(response)
         if self._cluster_id is not None and cluster_id and cluster_id != self._cluster_id:
             self._restart_watch(resync=True)
@@ -329,6 +334,7 @@ class Discovery:
     def _check(self) -> None:
         """The periodic cheap read: catches a replaced cluster or a silently missed event."""
         response = self._connection.get_prefix(self.prefix, count_only=True)
+        self._metrics.heard()
         revision, cluster_id = header_of(response)
         if cluster_id != self._cluster_id or revision < self._applied_revision:
             log.warning("etcd behind %s was replaced (cluster id or revision changed); "
@@ -385,6 +391,7 @@ class Discovery:
     def _on_watch_error(self, error: Exception) -> None:
         if self._watch is None:
             return  # an error of a watch we already dropped
+        self._metrics.watch_broke()
         compacted = is_compacted(error)
         log.warning("watch of %s broke (%s); %s", self._what,
                     "compacted" if compacted else (str(error) or type(error).__name__),

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any, Sequence
 
+from . import metrics
 from .backoff import Backoff
 from .errors import ConfigError, EtcdError, RegistrationError
 from .etcd import EtcdConfig, EtcdConnection, WatchHandle, events_of, is_delete_event
@@ -67,6 +68,7 @@ class Registrar:
         self._watch_from = 0
         self.registrations = 0  # how many times the record was (re)written
         self.refreshes = 0  # successful lease refreshes (keepalives)
+        self._metrics = metrics.registrar_recorder(self)
 
     # --- public ---------------------------------------------------------------------------
 
@@ -131,6 +133,7 @@ class Registrar:
                             self.key, self.ttl, error)
         if self._owns_connection:
             self._connection.close()
+        self._metrics.close()
 
     def _register(self, watch: bool = True) -> None:
         """Put the record on a live lease: the current one if it still lives, else a new one.
@@ -150,6 +153,7 @@ class Registrar:
         self._last_refresh = time.monotonic()
         self._key_missing = False
         self.registrations += 1
+        self._metrics.registered()
         log.info("registered %s -> %s (lease %x)", self.key, self.info.url, self._lease_id)
         self._watch_from = response.header.revision + 1
         if watch:
@@ -194,6 +198,7 @@ class Registrar:
         except EtcdError as error:
             if self._closing:
                 return None
+            self._metrics.refresh_failed()
             if self._lease_id is not None and time.monotonic() - self._last_refresh >= self.ttl:
                 log.warning("no lease refresh for %s in %d s: treating the lease as lost",
                             self.key, self.ttl)
@@ -221,6 +226,7 @@ class Registrar:
             return max(0.0, self.heartbeat - (time.monotonic() - self._last_refresh))
         ttl = self._connection.keepalive(self._lease_id)
         if ttl <= 0:
+            self._metrics.refresh_failed()
             log.warning("lease %x of %s expired; registering again", self._lease_id, self.key)
             self._lease_id = None
             self._register()

@@ -16,6 +16,7 @@ import socket
 import time
 from typing import Any, Sequence
 
+from . import metrics
 from .errors import ConfigError
 from .etcd import EtcdConfig
 from .record import (ServerInfo, new_uuid, usable_cpus, validate_cpu, validate_domain,
@@ -51,6 +52,8 @@ class ClusterServer:
     ``advertise_url`` overrides the URL put in the registry (behind NAT or a proxy); else it
     is built from the bound address (port 0 gives the real port; a wildcard bind advertises
     this host's outbound address).  ``cpu`` defaults to the usable core count.
+    ``metrics_port`` (0: a free one) and ``metrics_host`` serve Prometheus metrics while the
+    server serves, named in its record (see ``hprose_cluster.metrics``).
     """
 
     def __init__(self, domain: str, host: str = "127.0.0.1", port: int = 0, *,
@@ -69,6 +72,7 @@ class ClusterServer:
             raise ConfigError("drain_delay must be >= 0, got %r" % (drain_delay,))
         self.drain_delay = drain_delay
         self.registrar: Registrar | None = None
+        self._metrics = metrics.server_recorder(self, host, server_options)
         super().__init__(host, port, **server_options)  # type: ignore[call-arg]
         if advertise_url is not None:
             ServerInfo(self.domain, advertise_url, self.uuid, self.cpu)  # validate now
@@ -88,14 +92,17 @@ class ClusterServer:
 
     @property
     def info(self) -> ServerInfo:
-        return ServerInfo(self.domain, self.url, self.uuid, self.cpu)
+        return ServerInfo(self.domain, self.url, self.uuid, self.cpu,
+                          extra=self._metrics.record_fields())
 
     def _on_listening(self) -> None:
+        self._metrics.listening()
         self.registrar = Registrar(self.info, etcd=self.etcd_config, ttl=self.ttl,
                                    heartbeat=self.heartbeat).start()
         log.info("%s serves domain %r as %s", self.url, self.domain, self.uuid)
 
     def _before_stop(self) -> None:
+        self._metrics.close()
         registrar, self.registrar = self.registrar, None
         if registrar is None:
             return
