@@ -1,8 +1,7 @@
 """The metric families of one registry: every name and label hprose-cluster exposes.
 
 Made once per registry (``hprose_cluster.metrics.families()``); imported only when metrics
-are on, so this is the one module besides ``recorders``/``service``/``endpoint`` that imports
-prometheus_client.  Gauges read through functions (servers in a view, age of the last event,
+are on, as is every module of the package but ``__init__``.  Gauges read through functions (servers in a view, age of the last event,
 registered) are evaluated at scrape time and cost nothing between scrapes.
 """
 
@@ -13,12 +12,13 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from .client import ClientCollector, ClientMetrics
+
 # RPC latencies are mostly well under 5 ms on a LAN: finer buckets at the low end than
 # prometheus-client's defaults, up to the default call timeout of 30 s.
 CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                 5.0, 10.0, 30.0)
 
-CLIENT_OUTCOMES = ("ok", "error", "transport_error", "timeout")
 SERVER_OUTCOMES = ("ok", "error")
 
 
@@ -38,22 +38,9 @@ class Families:
         def histogram(name: str, text: str, labels: tuple[str, ...]) -> Histogram:
             return Histogram(name, text, labels, registry=registry, buckets=CALL_BUCKETS)
 
-        self.client_calls = counter(
-            "hprose_cluster_client_calls_total",
-            "Attempts sent to a server, by outcome: ok, error (an hprose E reply), "
-            "transport_error, timeout.", ("domain", "server", "outcome"))
-        self.client_call_seconds = histogram(
-            "hprose_cluster_client_call_seconds",
-            "Duration of whole calls, failover included.", ("domain",))
-        self.client_retries = counter(
-            "hprose_cluster_client_retries_total",
-            "Attempts on another server after a failed one.", ("domain",))
-        self.client_ejections = counter(
-            "hprose_cluster_client_ejections_total",
-            "Times a client started skipping a failing server.", ("domain", "server"))
-        self.client_no_server = counter(
-            "hprose_cluster_client_no_server_total",
-            "Calls that ended with NoServerAvailable.", ("domain",))
+        # The client families are a collector of plain numbers: see metrics/client.py.
+        self.clients = ClientCollector(CALL_BUCKETS)
+        registry.register(self.clients)
 
         self.discovery_servers = gauge(
             "hprose_cluster_discovery_servers",
@@ -96,19 +83,11 @@ class Families:
             "Time from a request read to its reply ready.", ("domain", "method"))
 
         self._lock = threading.Lock()
-        self._clients: dict[str, Any] = {}
         self._domains: dict[tuple[str, str], Any] = {}
 
-    def client(self, domain: str) -> Any:
+    def client(self, domain: str) -> ClientMetrics:
         """The recorder of every client of ``domain`` (one per domain: its series are shared)."""
-        found = self._clients.get(domain)
-        if found is None:
-            from .recorders import ClientMetrics
-            with self._lock:
-                found = self._clients.get(domain)
-                if found is None:
-                    found = self._clients[domain] = ClientMetrics(self, domain)
-        return found
+        return self.clients.domain(domain)
 
     def shared(self, kind: str, domain: str, make: Any) -> Any:
         """One object per (kind, domain), made by ``make()`` on first use."""

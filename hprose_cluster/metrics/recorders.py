@@ -1,9 +1,6 @@
-"""The recorders used when metrics are on: clients, discoveries, registrars.
+"""The recorders of discoveries and registrars when metrics are on (clients: client.py).
 
-A client's per-call path is what must stay cheap (under 3 us, see
-benchmarks/bench_metrics.py): the labelled children are looked up once per server URL and
-kept in plain dicts, so a call costs a dict lookup, one ``inc()`` and one ``observe()``.
-Discovery and registrar gauges are functions read at scrape time.
+Their gauges are functions read at scrape time: they cost nothing between scrapes.
 """
 
 from __future__ import annotations
@@ -11,97 +8,14 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Collection
+from typing import TYPE_CHECKING
 
-from ..errors import CallTimeout
-from ..failover import Ejector
-from .names import CLIENT_OUTCOMES, Families
 from .endpoint import multiprocess_mode
+from .names import Families
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..discovery import Discovery
-    from ..record import ServerInfo
     from ..registrar import Registrar
-
-_clock = time.perf_counter
-
-
-class CountingEjector(Ejector):
-    """An ``Ejector`` that reports each time a server *becomes* ejected (not every failure
-    of a server already cooling down; a server ejected again after its cooldown counts
-    again)."""
-
-    def __init__(self, after: int, cooldown: float, on_eject: Callable[[str], None]):
-        super().__init__(after, cooldown)
-        self._on_eject = on_eject
-        self._count_lock = threading.Lock()
-
-    def failure(self, url: str, *args: Any, **kwargs: Any) -> None:
-        with self._count_lock:
-            before = self.is_ejected(url)
-            super().failure(url, *args, **kwargs)
-            ejected = not before and self.is_ejected(url)
-        if ejected:
-            self._on_eject(url)
-
-
-class ClientMetrics:
-    """The recorder of every ``ClusterClient`` of one domain in this process."""
-
-    def __init__(self, families: Families, domain: str):
-        self.domain = domain
-        self._calls = families.client_calls
-        self._ejections = families.client_ejections
-        self._seconds = families.client_call_seconds.labels(domain)
-        self._retries = families.client_retries.labels(domain)
-        self._no_server = families.client_no_server.labels(domain)
-        self._by_outcome: dict[str, dict[str, Any]] = {o: {} for o in CLIENT_OUTCOMES}
-        self._ok = self._by_outcome["ok"]
-        self.start = _clock  # the call's start time: an attribute, so no Python frame
-
-    def _child(self, url: str, outcome: str) -> Any:
-        children = self._by_outcome[outcome]
-        child = children.get(url)
-        if child is None:  # two threads may both get here: labels() returns the same child
-            child = children[url] = self._calls.labels(self.domain, url, outcome)
-        return child
-
-    def ok(self, server: "ServerInfo", started: float, tried: Collection[str]) -> None:
-        elapsed = _clock() - started
-        child = self._ok.get(server.url)
-        if child is None:
-            child = self._child(server.url, "ok")
-        child.inc()
-        self._seconds.observe(elapsed)
-        if len(tried) > 1:
-            self._retries.inc(len(tried) - 1)
-
-    def error(self, server: "ServerInfo", started: float, tried: Collection[str]) -> None:
-        elapsed = _clock() - started
-        self._child(server.url, "error").inc()
-        self._seconds.observe(elapsed)
-        if len(tried) > 1:
-            self._retries.inc(len(tried) - 1)
-
-    def failed(self, server: "ServerInfo", error: BaseException) -> None:
-        outcome = "timeout" if isinstance(error, CallTimeout) else "transport_error"
-        self._child(server.url, outcome).inc()
-
-    def raised(self, started: float, tried: Collection[str]) -> None:
-        """The call ends with the transport error of its last attempt."""
-        self._seconds.observe(_clock() - started)
-        if len(tried) > 1:
-            self._retries.inc(len(tried) - 1)
-
-    def no_server(self, started: float, tried: Collection[str]) -> None:
-        self._no_server.inc()
-        self.raised(started, tried)
-
-    def ejector(self, after: int, cooldown: float) -> Ejector:
-        return CountingEjector(after, cooldown, self._ejected)
-
-    def _ejected(self, url: str) -> None:
-        self._ejections.labels(self.domain, url).inc()
 
 
 class _DomainViews:
