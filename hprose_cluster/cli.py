@@ -25,6 +25,7 @@ import traceback
 from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
+from . import top
 from .discovery import Discovery
 from .errors import ConfigError, HproseClusterError
 from .etcd import (ENV_CA, ENV_CERT, ENV_ENDPOINTS, ENV_KEY, ENV_PASSWORD, ENV_PREFIX, ENV_USER,
@@ -544,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transport", choices=("tcp", "http"), default="tcp")
     p.add_argument("--rounds", type=int, default=6, help="calls before and after the kill")
     p.set_defaults(func=cmd_demo)
+    top.register(command, _config)
     return parser
 
 

@@ -1,8 +1,9 @@
 """The metric families of one registry: every name and label hprose-cluster exposes.
 
 Made once per registry (``hprose_cluster.metrics.families()``); imported only when metrics
-are on, as is every module of the package but ``__init__``.  Gauges read through functions (servers in a view, age of the last event,
-registered) are evaluated at scrape time and cost nothing between scrapes.
+are on, as is every module of the package but ``__init__`` and ``scrape``.  Gauges read
+through functions (servers in a view, age of the last event, registered) are evaluated at
+scrape time and cost nothing between scrapes.
 """
 
 from __future__ import annotations
