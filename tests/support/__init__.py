@@ -1,0 +1,1 @@
+"""Helpers shared by several test modules (import as ``tests.support.<module>``)."""
