@@ -49,7 +49,7 @@ def method_name(data: Any) -> str | None:
     if quote < 0:
         return None
     try:
-        units = int(data[2:quote])
+        units = int(data[2:quote]) if quote > 2 else 0  # hprose omits a length of 0
     except ValueError:
         return None
     start = quote + 1
