@@ -1,8 +1,9 @@
 """What metrics cost a client per call, on and off, side by side (target: under 3 us on).
 
 1. The hooks alone: ``start()`` then ``ok(server, started, tried)`` -- what every successful
-   call runs -- on the no-op recorder (metrics off) and on the prometheus-client one (on),
-   in CPU time per call.
+   call runs -- on the no-op recorder (metrics off) and on the real one (on), in CPU time per
+   call; and, for scale, what the request wrapper adds on a server (prometheus-client metrics:
+   in flight up and down, one observation, one count).
 2. Whole calls: ``ClusterClient``s of one domain in this process, two made with metrics off
    (the second is the A/A control: their difference is the noise floor) and one with metrics
    on, calling the same TCP server (a subprocess, so its CPU is not counted) in alternating
@@ -73,6 +74,39 @@ def hook_cost(settings: Settings) -> dict[str, list[float]]:
     return results
 
 
+def server_hook_cost(settings: Settings) -> list[float]:
+    """Microseconds of CPU the request wrapper adds on a server (metrics on), per request."""
+    from prometheus_client import CollectorRegistry
+
+    from hprose_cluster.metrics.names import Families
+    from hprose_cluster.metrics.service import instrument
+    from hprose_cluster.transport.base import encode_request
+
+    class Service:
+        _HproseService__funcNames = {"hello": "hello"}
+
+        def _handle(self, data: bytes, context: Any) -> bytes:
+            return b'Rs1"x"z'
+
+    plain, wrapped = Service(), Service()
+    instrument(wrapped, Families(CollectorRegistry()), "bench.metrics")
+    request = encode_request("hello", ["w"], False, False)
+    calls = 20000 if settings.quick else 200000
+
+    def loop(service: Any) -> Callable[[int], None]:
+        def run(count: int) -> None:
+            handle = service._handle
+            for _ in range(count):
+                handle(request, None)
+        return run
+
+    results = []
+    for _ in range(settings.rounds):
+        results.append((_cpu_per_call(loop(wrapped), calls)
+                        - _cpu_per_call(loop(plain), calls)) * 1e6)
+    return results
+
+
 def call_cost(etcd: str, settings: Settings) -> dict[str, list[float]]:
     """Microseconds of this process's CPU per whole call, client made with metrics off/on."""
     from prometheus_client import CollectorRegistry
@@ -114,6 +148,7 @@ def call_cost(etcd: str, settings: Settings) -> dict[str, list[float]]:
 def metrics_cost(etcd: str, settings: Settings, **_: object) -> list[Row]:
     """The rows for benchmarks/run.py (section "metrics cost")."""
     hooks = hook_cost(settings)
+    server = server_hook_cost(settings)
     whole = call_cost(etcd, settings)
     on, off = median(hooks["on"]), median(hooks["off"])
     call_on, call_off = median(whole["on"]), median(whole["off"])
@@ -123,6 +158,8 @@ def metrics_cost(etcd: str, settings: Settings, **_: object) -> list[Row]:
         Row(section, "client hooks per call, metrics off", "%.2f us CPU" % off, detail=hooks),
         Row(section, "client hooks per call, metrics on", "%.2f us CPU" % on,
             "< %g us" % TARGET_US, on < TARGET_US, detail=hooks),
+        Row(section, "server request wrapper, metrics on", "%.2f us CPU" % median(server),
+            detail={"server": server}),
         Row(section, "whole TCP call, client CPU, metrics off", "%.1f us" % call_off, detail=whole),
         Row(section, "whole TCP call, client CPU, off again (A/A)", "%.1f us (%+.1f us)"
             % (call_control, call_control - call_off), detail=whole),
@@ -144,10 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         met = "" if row.met is None else ("yes" if row.met else "NO")
         print("%-47s %-24s %-10s %s" % (row.what, row.result, row.target, met))
-    hooks, whole = rows[0].detail, rows[2].detail
+    hooks, whole = rows[0].detail, rows[3].detail
     print("\nper round (us CPU per call):")
     for name, values in hooks.items():
         print("  hooks %-10s %s" % (name + ":", " ".join("%.2f" % v for v in values)))
+    print("  server on:        %s" % " ".join("%.2f" % v for v in rows[2].detail["server"]))
     for name, values in whole.items():
         print("  call %-11s %s" % (name + ":", " ".join("%.1f" % v for v in values)))
     return 0 if all(row.met is not False for row in rows) else 1
