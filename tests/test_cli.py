@@ -397,7 +397,7 @@ def test_a_silent_etcd_fails_within_the_timeout(etcd_factory, capsys):
 def test_every_subcommand_has_help_with_an_example():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(subparsers) == {"ls", "get", "watch", "call", "register", "etcd", "demo"}
+    assert set(subparsers) == {"ls", "get", "watch", "call", "register", "etcd", "demo", "top"}
     for name, sub in subparsers.items():
         text = sub.format_help()
         assert "example:" in text and "hprose-cluster %s" % name in text, name
