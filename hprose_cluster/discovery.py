@@ -167,7 +167,6 @@ class Discovery:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(self.config.timeout * 2)
         self._shutdown_connection()
-        self._metrics.close()
 
     def __enter__(self) -> "Discovery":
         return self.start()
@@ -406,3 +405,4 @@ class Discovery:
             self._watch = None
         if self._owns_connection:
             self._connection.close()
+        self._metrics.close()

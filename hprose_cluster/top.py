@@ -6,7 +6,8 @@ writes) reads the server's ``/metrics``: calls/s and errors/s (from the change o
 ``hprose_cluster_server_requests_total`` since the previous refresh), requests in flight, and
 the seconds left on the record's lease.  A server without metrics, or whose metrics cannot be
 read, still gets its row with what etcd alone shows.  ``--once`` prints one table (or, with
-``--json``, one JSON document) measured over one interval, for scripts.
+``--json``, one JSON document) measured over one interval, for scripts; the live view with
+``--json`` prints one JSON document per line and refresh.
 
 The module is the command: ``register(command, config)`` adds it to the ``hprose-cluster``
 parser, ``run(args, config)`` runs it with parsed arguments.
@@ -164,9 +165,14 @@ def frame(rows: list[ServerRow], domain: str | None, config: EtcdConfig, interva
 
 
 def document(rows: list[ServerRow], domain: str | None, config: EtcdConfig,
-             interval: float) -> str:
-    return json.dumps({"domain": domain, "etcd": config.describe(), "interval": interval,
-                       "servers": [asdict(row) for row in rows]}, indent=2)
+             interval: float, indent: int | None = 2, error: str | None = None) -> str:
+    """The JSON of one sample (the live view with ``--json`` prints one per line; ``error``:
+    etcd could not be read, the rows are the last ones read)."""
+    value: dict[str, Any] = {"domain": domain, "etcd": config.describe(), "interval": interval,
+                             "servers": [asdict(row) for row in rows]}
+    if error is not None:
+        value["error"] = error
+    return json.dumps(value, indent=indent)
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -211,10 +217,11 @@ def _live(sampler: Sampler, domain: str | None, config: EtcdConfig, interval: fl
             except EtcdError as failure:
                 error = str(failure)
             if as_json:
-                text = document(rows, domain, config, interval)
+                text = document(rows, domain, config, interval, None, error) + "\n"
             else:
-                text = clear + frame(rows, domain, config, interval, error)
-            out.write(text + "\n" + ("" if clear else "\n"))
+                text = clear + frame(rows, domain, config, interval, error) + "\n" + \
+                    ("" if clear else "\n")
+            out.write(text)
             out.flush()
             stop.wait(interval)
     finally:

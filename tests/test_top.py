@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -114,6 +115,27 @@ def test_empty_domain_and_bad_input(etcd: Any, domain: str) -> None:
     assert _top(etcd, "no/such", "--once").returncode == 2
     bad = _top(etcd, domain, "--once", "--interval", "0")
     assert bad.returncode == 2 and "--interval" in bad.stderr
+
+
+def test_live_json_lines_until_sigterm(etcd: Any, domain: str, loaded: dict[str, Any]) -> None:
+    proc = subprocess.Popen(COMMAND + ["--etcd", etcd.endpoint, domain, "--json",
+                                       "--interval", "0.3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        samples = [json.loads(proc.stdout.readline()) for _ in range(3)]
+        assert all(len(sample["servers"]) == 3 for sample in samples)
+        # rates from the second refresh on
+        assert all(row["calls_per_s"] > 0 for row in samples[-1]["servers"])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
