@@ -12,8 +12,9 @@ import pytest
 from hprose.common import HproseException
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import Counter
 
-from hprose_cluster import ClusterClient, ConfigError, ServerInfo
+from hprose_cluster import ClusterClient, ConfigError, ServerInfo, metrics
 from hprose_cluster.demo import make_server
 from hprose_cluster.etcd import EtcdConfig, EtcdConnection
 from hprose_cluster.metrics import metrics_url
@@ -21,7 +22,7 @@ from hprose_cluster.metrics.service import OTHER, UNKNOWN, method_name
 from hprose_cluster.transport.base import encode_request
 from hprose_cluster.transport.tcp import TcpClient
 
-from cluster_procs import wait_until
+from cluster_procs import has_ipv6_loopback, wait_until
 from tests.support.metrics import exposition, registry, value  # noqa: F401
 
 REQUESTS = "hprose_cluster_server_requests_total"
@@ -132,6 +133,19 @@ def test_metrics_port_in_use(registry: Any, etcd: Any, domain: str) -> None:
         with pytest.raises(ConfigError, match="cannot serve metrics"):
             server.start(block=False)
     assert server.registrar is None  # never registered; stop() already ran
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_serve_a_registry(registry: Any, host: str) -> None:
+    if host == "::1" and not has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback here")
+    Counter("made_up_total", "a counter of this test", registry=registry).inc(4)
+    with metrics.serve(0, host) as endpoint:
+        assert endpoint.url == "http://%s:%d/metrics" % ("[::1]" if host == "::1" else host,
+                                                         endpoint.port)
+        assert value(endpoint.url, "made_up_total") == 4
+    with pytest.raises(OSError):
+        socket.create_connection((host, endpoint.port), timeout=2).close()
 
 
 def test_record_field_round_trips() -> None:

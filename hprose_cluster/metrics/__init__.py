@@ -243,8 +243,9 @@ def server_recorder(server: Any, host: str, options: MutableMapping[str, Any]) -
             raise ConfigError("metrics_port=%r needs metrics on: pip install "
                               "'hprose-cluster[metrics]' (and no metrics.disable())" % (port,))
         return NULL_SERVER
-    instrument_service(server, server.domain)
     from .endpoint import ServerEndpoint
+    from .service import instrument
+    instrument(server, found, server.domain)
     return ServerEndpoint(server, port, metrics_host or host, found.registry)
 
 

@@ -132,7 +132,8 @@ class ServerEndpoint:
         endpoint = self._endpoint
         if endpoint is None:
             return {}
-        return {"Metrics": self.url}
+        from . import RECORD_FIELD
+        return {RECORD_FIELD: self.url}
 
     @property
     def url(self) -> str | None:
