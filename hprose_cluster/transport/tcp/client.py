@@ -96,7 +96,7 @@ class TcpTransport:
                  connect_timeout: float | None = 5.0,
                  max_frame: int = framing.DEFAULT_MAX_FRAME,
                  ssl_context: ssl.SSLContext | None = None):
-        self.scheme, self.host, self.port, self.family = parse_tcp_url(url)
+        self.scheme, self.host, self.port, self.family = self._parse_url(url)
         self.url = url
         self.full_duplex = full_duplex
         size = _default_pool_size() if pool_size is None else int(pool_size)
@@ -148,7 +148,16 @@ class TcpTransport:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    # --- connecting -----------------------------------------------------------------------
+    # --- connecting (a unix-socket transport overrides _parse_url and _addresses) ----------
+
+    def _parse_url(self, url: str) -> tuple[str, str, int, int]:
+        """``(scheme, host, port, family)`` of ``url``; ``ConfigError`` when it is not one."""
+        return parse_tcp_url(url)
+
+    def _addresses(self) -> list[tuple[int, int, int, Any]]:
+        """``(family, type, proto, address)`` to try in order; raises ``OSError``."""
+        return [(family, kind, proto, address) for family, kind, proto, _, address
+                in socket.getaddrinfo(self.host, self.port, self.family, socket.SOCK_STREAM)]
 
     def _connect(self, deadline: Deadline) -> socket.socket:
         """Open one connection, bounded by ``connect_timeout`` and the call's deadline."""
@@ -158,17 +167,18 @@ class TcpTransport:
         if limit is not None:
             limit = max(limit, 0.001)
         try:
-            infos = socket.getaddrinfo(self.host, self.port, self.family, socket.SOCK_STREAM)
+            infos = self._addresses()
         except OSError as error:
             raise ConnectError("cannot resolve hprose server %s: %s" % (self.url, error),
                                url=self.url) from error
         last: OSError | None = None
-        for family, kind, proto, _, address in infos:
+        for family, kind, proto, address in infos:
             sock = socket.socket(family, kind, proto)
             try:
                 sock.settimeout(limit)
                 sock.connect(address)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.ssl_context is not None:
                     sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
                 sock.settimeout(None)

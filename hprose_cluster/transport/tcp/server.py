@@ -16,7 +16,7 @@ import logging
 import socket
 import ssl
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from hprose.server import HproseService
 
@@ -208,12 +208,15 @@ class TcpServer(ServerBase, HproseService):
 
     Hooks for subclasses (the cluster mixin): ``_on_listening()`` runs after the socket
     listens and before serving; ``_before_stop()`` runs first thing in ``stop()``.
+    ``open_socket`` (a callable returning a listening socket) and ``kind`` (thread names) let
+    a subclass serve the same protocol on another kind of socket (unix sockets).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, family: int | None = None,
                  max_frame: int = framing.DEFAULT_MAX_FRAME,
                  ssl_context: ssl.SSLContext | None = None,
-                 workers: int = 16, max_pending: int = 64, send_timeout: float | None = 30.0):
+                 workers: int = 16, max_pending: int = 64, send_timeout: float | None = 30.0,
+                 open_socket: Callable[[], socket.socket] | None = None, kind: str = "tcp"):
         super().__init__()
         compat.apply()
         if max_frame < 1 or max_frame > framing.LENGTH_MASK:
@@ -231,9 +234,9 @@ class TcpServer(ServerBase, HproseService):
         self._protocol = _TcpProtocol(self)
         self._serving = Serving(
             self._protocol, host=host, port=port, family=family or socket.AF_UNSPEC,
-            kind="tcp", log=logger, ssl_context=ssl_context, handshake_timeout=10.0,
+            kind=kind, log=logger, ssl_context=ssl_context, handshake_timeout=10.0,
             workers=max(1, int(workers)), on_listening=lambda: self._on_listening(),
-            before_stop=lambda: self._before_stop())
+            before_stop=lambda: self._before_stop(), open_socket=open_socket)
 
     @property
     def scheme(self) -> str:
