@@ -21,7 +21,7 @@ from hprose.common import HproseException
 
 from .deadline import Deadline
 from .discovery import Discovery
-from .errors import ConfigError, NoServerAvailable, TransportError
+from .errors import CallTimeout, ConfigError, NoServerAvailable, TransportError
 from .etcd import EtcdConfig
 from .failover import Ejector, FailoverPolicy
 from .record import ServerInfo, validate_domain
@@ -95,31 +95,34 @@ class ClusterClient(BaseClient):
         policy = self.failover
         if idempotent is None:
             idempotent = policy.idempotent
+        deadline = Deadline(timeout)  # one deadline for the whole call
         request = self._encode(name, args, byref, simple)
         tried: set[str] = set()
         failures: list[tuple[ServerInfo, TransportError]] = []
         for attempt in range(policy.max_attempts):
             server = self.selector.pick(self.discovery.view, tried, self.ejector)
             if server is None and not failures:
-                wait = policy.wait_for_server if timeout is None \
-                    else min(timeout, policy.wait_for_server)
-                server = self._wait_for_server(tried, time.monotonic() + wait)
+                server = self._wait_for_server(tried, deadline, policy.wait_for_server)
             if server is None:
                 break
             tried.add(server.uuid)
             try:
-                reply = self._transport(server.url).round_trip(request, Deadline(timeout))
+                reply = self._transport(server.url).round_trip(
+                    request, deadline.within(policy.attempt_timeout))
             except TransportError as error:
                 self.ejector.failure(server.url, certain=not error.sent)
                 self.selector.failed(server)
                 failures.append((server, error))
                 if not policy.may_retry(error, idempotent):
                     raise
+                if attempt + 1 < policy.max_attempts:
+                    delay = policy.delay(attempt)
+                    if delay:
+                        time.sleep(deadline.cap(delay) or 0.0)
+                if deadline.expired():
+                    raise self._timed_out(name, deadline, failures) from error
                 log.info("call %s on %s failed (%s); trying another server of %r",
                          name, server.url, error, self.domain)
-                delay = policy.delay(attempt)
-                if delay:
-                    time.sleep(delay)
                 continue
             self.ejector.success(server.url)
             try:
@@ -130,30 +133,49 @@ class ClusterClient(BaseClient):
                 raise
         raise self._no_server(name, failures)
 
-    def _wait_for_server(self, tried: set[str], deadline: float) -> ServerInfo | None:
-        """The view had no server to try before the first attempt (etcd just expired every
-        lease, say): wait until ``deadline`` for one to appear, since nothing was sent yet.
-        A call whose servers all failed does not wait: it fails at once with the causes."""
+    def _wait_for_server(self, tried: set[str], deadline: Deadline,
+                         wait: float) -> ServerInfo | None:
+        """The view has no untried server (etcd just expired every lease, say): wait up to
+        ``wait`` seconds, within the call's deadline, for one to appear.  Only for calls that
+        have sent nothing anywhere, which is always safe."""
+        until = deadline.within(wait)
         untried = lambda view: any(s.uuid not in tried for s in view.servers)  # noqa: E731
         while not self._closed:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            remaining = until.remaining()
+            if remaining is not None and remaining <= 0:
                 return None
             # short waits, so a client closed meanwhile does not hold its callers
-            if self.discovery.wait_for(untried, min(remaining, 0.25)):
+            if self.discovery.wait_for(untried, 0.25 if remaining is None
+                                       else min(remaining, 0.25)):
                 server = self.selector.pick(self.discovery.view, tried, self.ejector)
                 if server is not None:
                     return server
         return None
 
+    def _where(self) -> str:
+        return "domain %r (etcd %s)" % (self.domain, self.discovery.config.describe())
+
+    @staticmethod
+    def _attempts(failures: list[tuple[ServerInfo, TransportError]]) -> str:
+        return "; ".join("attempt %d on %s: %s" % (n, server.url, error)
+                         for n, (server, error) in enumerate(failures, 1))
+
+    def _timed_out(self, name: str, deadline: Deadline,
+                   failures: list[tuple[ServerInfo, TransportError]]) -> CallTimeout:
+        """The call's deadline passed after ``failures``: one error naming every attempt."""
+        untried = sum(1 for s in self.discovery.servers()
+                      if s.uuid not in {server.uuid for server, _ in failures})
+        left = (" (%d more server(s) not tried: no time left)" % untried) if untried else ""
+        return CallTimeout("call %s timed out after %s in %s, %d attempt(s)%s: %s"
+                           % (name, deadline.describe(), self._where(), len(failures), left,
+                              self._attempts(failures)),
+                           url=failures[-1][0].url, sent=any(e.sent for _, e in failures))
+
     def _no_server(self, name: str, failures: list[tuple[ServerInfo, TransportError]]) -> NoServerAvailable:
-        where = "domain %r (etcd %s)" % (self.domain, self.discovery.config.describe())
         if not failures:
-            error = NoServerAvailable("no server available for %s in %s" % (name, where))
-            return error
-        tried = "; ".join("%s: %s" % (server.url, error) for server, error in failures)
+            return NoServerAvailable("no server available for %s in %s" % (name, self._where()))
         error = NoServerAvailable("call %s failed on every server tried in %s: %s"
-                                  % (name, where, tried))
+                                  % (name, self._where(), self._attempts(failures)))
         error.__cause__ = failures[-1][1]
         return error
 
