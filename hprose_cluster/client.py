@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from hprose.common import HproseException
 
 from .deadline import Deadline
-from .discovery import Discovery
+from .discovery import Discovery, ServerView
 from .errors import CallTimeout, ConfigError, NoServerAvailable, TransportError
 from .etcd import EtcdConfig
 from .failover import Ejector, FailoverPolicy
@@ -29,6 +29,9 @@ from .selector import Selector, make_selector
 from .transport import BaseClient, Transport, open_transport
 
 log = logging.getLogger("hprose_cluster.client")
+
+RETIRE_GRACE = 60.0
+"""Seconds a retired transport's busy connections may stay open for their calls."""
 
 
 class ClusterClient(BaseClient):
@@ -60,7 +63,7 @@ class ClusterClient(BaseClient):
         self._transport_options = {"ssl_context": ssl_context, "full_duplex": full_duplex,
                                    "pool_size": pool_size}
         self._transports: dict[str, Transport] = {}
-        self._retired: list[Transport] = []
+        self._retired: list[tuple[float, Transport]] = []  # (when, transport)
         self._lock = threading.Lock()
         self._closed = False
         self._owns_discovery = discovery is None
@@ -99,9 +102,10 @@ class ClusterClient(BaseClient):
         request = self._encode(name, args, byref, simple)
         tried: set[str] = set()
         failures: list[tuple[ServerInfo, TransportError]] = []
+        first_view = self.discovery.view
         for attempt in range(policy.max_attempts):
             server = self.selector.pick(self.discovery.view, tried, self.ejector)
-            if server is None and not failures:
+            if server is None and (not failures or self._view_moved(failures[-1], first_view)):
                 server = self._wait_for_server(tried, deadline, policy.wait_for_server)
             if server is None:
                 break
@@ -133,11 +137,24 @@ class ClusterClient(BaseClient):
                 raise
         raise self._no_server(name, failures)
 
+    def _view_moved(self, failure: tuple[ServerInfo, TransportError],
+                    first_view: ServerView) -> bool:
+        """After a failure that certainly sent nothing, with no untried server left: worth
+        waiting for one when the view is changing (the failed server left it, or it changed
+        since the call began: servers leaving and registering again), as a call that finds
+        the view empty waits.  A server still listed in an unchanged view that refuses is
+        dead but listed: waiting would only delay the error."""
+        server, error = failure
+        if error.sent:
+            return False
+        view = self.discovery.view
+        return view is not first_view or server.uuid not in view.by_uuid
+
     def _wait_for_server(self, tried: set[str], deadline: Deadline,
                          wait: float) -> ServerInfo | None:
         """The view has no untried server (etcd just expired every lease, say): wait up to
         ``wait`` seconds, within the call's deadline, for one to appear.  Only for calls that
-        have sent nothing anywhere, which is always safe."""
+        have sent nothing (anywhere, or in their last attempt), which is always safe."""
         until = deadline.within(wait)
         untried = lambda view: any(s.uuid not in tried for s in view.servers)  # noqa: E731
         while not self._closed:
@@ -191,20 +208,32 @@ class ClusterClient(BaseClient):
             return transport
 
     def _on_change(self, added: list[ServerInfo], removed: list[ServerInfo]) -> None:
-        """Servers that left: retire their connections (closed at the next change, so calls
-        still in flight on a draining server can finish)."""
+        """Servers that left the view: retire their transports.  A retired transport closes
+        its idle connections now and the others as their calls end, since a server may leave
+        the view while alive (etcd expired its lease during a pause; it registers again) and
+        its calls in flight must not fail.  One still busy ``RETIRE_GRACE`` seconds later (a
+        call without timeout) is closed at the next change."""
         if not removed and not self._retired:
             return
         current = {s.url for s in self.discovery.servers()}
+        now = time.monotonic()
+        retiring: list[Transport] = []
         with self._lock:
-            to_close, self._retired = self._retired, []
             for info in removed:
                 if info.url not in current:
                     transport = self._transports.pop(info.url, None)
                     if transport is not None:
-                        self._retired.append(transport)
+                        retiring.append(transport)
+                        self._retired.append((now, transport))
                     self.ejector.forget(info.url)
-        for transport in to_close:
+            expired = [t for when, t in self._retired if now - when >= RETIRE_GRACE]
+            if expired:
+                self._retired = [(w, t) for w, t in self._retired if now - w < RETIRE_GRACE]
+        for transport in retiring:
+            retire = getattr(transport, "retire", None)
+            if retire is not None:
+                retire()
+        for transport in expired:
             transport.close()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -215,7 +244,7 @@ class ClusterClient(BaseClient):
             if self._closed:
                 return
             self._closed = True
-            transports = list(self._transports.values()) + self._retired
+            transports = list(self._transports.values()) + [t for _, t in self._retired]
             self._transports.clear()
             self._retired = []
         try:

@@ -110,6 +110,7 @@ class TcpTransport:
         self.pool = ConnectionPool(url, size, self._connect, _has_pending_input)
         self._fd_lock = threading.Lock()
         self._fd_conn: FullDuplexConnection | None = None
+        self._retired = False
 
     @property
     def pool_size(self) -> int:
@@ -133,6 +134,16 @@ class TcpTransport:
                 if deadline.expired():
                     raise timed_out_unsent(self.url, deadline) from None
         raise ConnectError("hprose TCP connection to %s keeps closing" % self.url, url=self.url)
+
+    def retire(self) -> None:
+        """The server left the view: close idle connections now and busy ones as their calls
+        end (``close()`` would fail those calls although their server is alive)."""
+        self._retired = True
+        self.pool.retire()
+        with self._fd_lock:
+            conn = self._fd_conn
+        if conn is not None:
+            conn.retire()
 
     def close(self) -> None:
         """Close every connection (calls in flight fail with ``TransportError``)."""
@@ -232,6 +243,7 @@ class TcpTransport:
                 if conn is not None:
                     conn.close()
                 conn = FullDuplexConnection(self._connect(deadline), self.url, self.max_frame)
+                conn.retiring = self._retired
                 self._fd_conn = conn
             return conn
 

@@ -3,7 +3,8 @@
 A socket belongs to the call that holds it: only that call's thread closes it (``release`` or
 ``discard``).  ``close()`` closes the idle ones and only *shuts down* the busy ones (their
 calls fail at once and close them): closing a descriptor under another thread makes that
-thread fail with ``EBADF`` mid-call.
+thread fail with ``EBADF`` mid-call.  ``retire()`` is the gentle close: idle connections now,
+busy ones when their calls end, and none kept afterwards.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class ConnectionPool:
         self._idle: list[socket.socket] = []
         self._open: set[socket.socket] = set()
         self._connecting = 0
+        self._retired = False
 
     @property
     def open_count(self) -> int:
@@ -76,12 +78,15 @@ class ConnectionPool:
         return sock
 
     def release(self, sock: socket.socket) -> None:
-        """The call on ``sock`` succeeded: keep it for the next call."""
+        """The call on ``sock`` succeeded: keep it for the next call (unless retired)."""
         with self._cond:
-            if sock in self._open:  # else close() ran meanwhile
-                self._idle.append(sock)
+            if sock in self._open:
+                if not self._retired:
+                    self._idle.append(sock)
+                    self._cond.notify()
+                    return
+                self._open.discard(sock)  # retired: its slot frees for a waiting call
                 self._cond.notify()
-                return
         close_quietly(sock)
 
     def discard(self, sock: socket.socket) -> None:
@@ -90,6 +95,18 @@ class ConnectionPool:
             self._open.discard(sock)
             self._cond.notify()
         close_quietly(sock)
+
+    def retire(self) -> None:
+        """Close the idle connections now and the busy ones as their calls end; calls that
+        still come (they chose this server before it left the view) get a connection of
+        their own, closed after them."""
+        with self._cond:
+            self._retired = True
+            idle, self._idle = self._idle, []
+            self._open.difference_update(idle)
+            self._cond.notify_all()
+        for sock in idle:
+            close_quietly(sock)
 
     def close(self) -> None:
         """Close the idle connections; shut down the busy ones (their calls close them)."""
