@@ -42,8 +42,11 @@ class ClusterClient(BaseClient):
     primary), ``"round-robin"``, ``"weighted"`` (by CPU), or an object with ``pick``/``failed``.
     ``failover``: a ``FailoverPolicy``; ``idempotent=True`` is a shortcut that marks every call
     idempotent.  ``discovery``: share one started ``Discovery`` between clients of a domain (it
-    is then not closed with the client).  ``ssl_context`` is used for ``https://`` servers;
-    ``full_duplex`` and ``pool_size`` for ``tcp://`` servers.
+    is then not closed with the client).  ``ssl_context`` is used for ``https://`` servers
+    and TLS TCP servers (``tcps://``, ``tcp4s://``, ``tcp6s://``, ``tls://``; default: the
+    system's trust store); ``tcp_tls=True`` uses TLS for the domain's plain ``tcp://``
+    servers too (what a Go client does with a TLS config; servers that Go clients also call
+    advertise ``tcp://``).  ``full_duplex`` and ``pool_size`` are for TCP servers.
     """
 
     def __init__(self, domain: str, *, etcd: EtcdConfig | str | Sequence[str] | None = None,
@@ -51,7 +54,7 @@ class ClusterClient(BaseClient):
                  idempotent: bool | None = None, timeout: float | None = 30.0,
                  discovery: Discovery | None = None, ssl_context: Any = None,
                  full_duplex: bool = False, pool_size: int | None = None,
-                 check_interval: float = 5.0):
+                 tcp_tls: bool = False, check_interval: float = 5.0):
         super().__init__(timeout=timeout)
         domain = validate_domain(domain)  # a client calls one domain (Discovery(None) follows all)
         policy = failover or FailoverPolicy()
@@ -61,7 +64,7 @@ class ClusterClient(BaseClient):
         self.selector = make_selector(selector)
         self.ejector = Ejector(policy.eject_after, policy.eject_for)
         self._transport_options = {"ssl_context": ssl_context, "full_duplex": full_duplex,
-                                   "pool_size": pool_size}
+                                   "pool_size": pool_size, "tcp_tls": tcp_tls}
         self._transports: dict[str, Transport] = {}
         self._retired: list[tuple[float, Transport]] = []  # (when, transport)
         self._lock = threading.Lock()

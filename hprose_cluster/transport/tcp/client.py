@@ -40,7 +40,11 @@ logger = logging.getLogger("hprose_cluster.transport.tcp")
 
 __all__ = ["TcpTransport", "TcpClient", "parse_tcp_url"]
 
-_SCHEMES = {"tcp": socket.AF_UNSPEC, "tcp4": socket.AF_INET, "tcp6": socket.AF_INET6}
+_SCHEMES = {"tcp": socket.AF_UNSPEC, "tcp4": socket.AF_INET, "tcp6": socket.AF_INET6,
+            # TLS over TCP, as hprose for Node.js names it (Go uses tcp:// plus a TLS config)
+            "tcps": socket.AF_UNSPEC, "tcp4s": socket.AF_INET, "tcp6s": socket.AF_INET6,
+            "tls": socket.AF_UNSPEC}
+TLS_SCHEMES = frozenset(("tcps", "tcp4s", "tcp6s", "tls"))
 
 
 def _default_pool_size() -> int:
@@ -62,7 +66,8 @@ def parse_tcp_url(url: str) -> tuple[str, str, int, int]:
         raise ConfigError("bad hprose TCP URL %r: %s" % (url, error)) from error
     if scheme not in _SCHEMES:
         raise ConfigError(
-            "bad hprose TCP URL %r: scheme must be tcp, tcp4 or tcp6, not %r" % (url, scheme))
+            "bad hprose TCP URL %r: scheme must be one of %s, not %r"
+            % (url, ", ".join(_SCHEMES), scheme))
     if not host:
         raise ConfigError("bad hprose TCP URL %r: no host" % (url,))
     if port is None or port == 0:
@@ -88,6 +93,10 @@ class TcpTransport:
     ``full_duplex=True``: one shared connection carries every call with a request id; a reader
     thread hands each reply to its caller, in whatever order they come.
 
+    TLS: a ``tcps://``, ``tcp4s://``, ``tcp6s://`` or ``tls://`` URL always uses TLS (with
+    ``ssl_context``, else ``ssl.create_default_context()``); a plain ``tcp://`` URL uses TLS
+    when ``ssl_context`` is given, as Go's TCP client does with a TLS config.
+
     Thread-safe.  ``close()`` closes every socket and joins the reader thread; a later call
     opens new connections.
     """
@@ -106,6 +115,8 @@ class TcpTransport:
             raise ConfigError("max_frame for %s must be in 1..%d" % (url, framing.LENGTH_MASK))
         self.connect_timeout = connect_timeout
         self.max_frame = max_frame
+        if ssl_context is None and self.scheme in TLS_SCHEMES:
+            ssl_context = ssl.create_default_context()
         self.ssl_context = ssl_context
         self.pool = ConnectionPool(url, size, self._connect, _has_pending_input)
         self._fd_lock = threading.Lock()
