@@ -30,9 +30,11 @@ from websockets.exceptions import InvalidStatus, InvalidURI, PayloadTooBig
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
+from ...deadline import Deadline
 from ...errors import CallTimeout, ConfigError, ConnectError, FrameError, TransportError
-from .. import wire
 from ..base import BaseClient
+from ..errors import connect_failed, timed_out_unsent
+from ..streams import SendTimeout, SslIo, close_quietly, send_before, shutdown_socket
 from .protocol import (DEFAULT_MAX_MESSAGE, DRAIN_CLOSE, Channel, ChannelClosed,
                        encode_payload, parse_ws_url)
 
@@ -42,19 +44,6 @@ __all__ = ["WebSocketTransport", "WebSocketClient"]
 
 _RECV = 256 * 1024
 _USER_AGENT = "hprose-cluster"
-
-
-def _close_quietly(sock: socket.socket | None) -> None:
-    if sock is None:
-        return
-    try:
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # wakes a thread blocked in recv
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
 
 
 class _DeadConnection(Exception):
@@ -81,7 +70,7 @@ class _Connection:
     def __init__(self, sock: socket.socket, channel: Channel, url: str,
                  early: list[bytes]):
         self.sock = sock
-        self.io: Any = wire.SslIo(sock) if isinstance(sock, ssl.SSLSocket) else sock
+        self.io: Any = SslIo(sock) if isinstance(sock, ssl.SSLSocket) else sock
         self.channel = channel
         self.url = url
         self.dead = False
@@ -96,13 +85,12 @@ class _Connection:
 
     # --- calls ----------------------------------------------------------------------------
 
-    def call(self, request: bytes, timeout: float | None, deadline: float | None) -> bytes:
+    def call(self, request: bytes, deadline: Deadline) -> bytes:
         call = _Pending()
-        wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-        if not self._send_lock.acquire(timeout=wait):
-            raise CallTimeout("hprose WebSocket call to %s timed out after %.3gs waiting to send "
-                              "(the server is not reading)" % (self.url, timeout or 0.0),
-                              url=self.url, sent=False)
+        wait = deadline.remaining()
+        if not self._send_lock.acquire(timeout=-1.0 if wait is None else wait):
+            raise timed_out_unsent(self.url, deadline,
+                                   "waiting to send (the server is not reading)")
         request_id = 0
         try:
             with self._lock:
@@ -118,8 +106,8 @@ class _Connection:
                 with self._lock:
                     self._pending.pop(request_id, None)
                 raise _DeadConnection() from None
-            wire.send_before(self.io, self._take_outbox() + frame, deadline)
-        except wire.SendTimeout as late:
+            send_before(self.io, self._take_outbox() + frame, deadline)
+        except SendTimeout as late:
             with self._lock:
                 self._pending.pop(request_id, None)
             if late.partial:  # a frame cut short would garble every later one
@@ -127,21 +115,19 @@ class _Connection:
                                           "request could not be sent in time" % self.url,
                                           url=self.url, sent=True), None)
             # a message cut short is never executed: the server needs all of it
-            raise CallTimeout("hprose WebSocket call to %s timed out after %.3gs while sending "
-                              "(the server is not reading)" % (self.url, timeout or 0.0),
-                              url=self.url, sent=False) from None
+            raise timed_out_unsent(self.url, deadline,
+                                   "while sending (the server is not reading)") from None
         except OSError as error:
             self._fail(TransportError("hprose WebSocket call to %s failed while sending: %s"
                                       % (self.url, error), url=self.url, sent=True), error)
         finally:
             self._release_send_lock()
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not call.event.wait(remaining):
+        if not call.event.wait(deadline.remaining()):
             with self._lock:
                 self._pending.pop(request_id, None)
             if not call.event.is_set():
-                raise CallTimeout("hprose WebSocket call to %s timed out after %.3gs"
-                                  % (self.url, timeout or 0.0), url=self.url)
+                raise CallTimeout("hprose WebSocket call to %s timed out after %s"
+                                  % (self.url, deadline.describe()), url=self.url)
         if call.error is not None:
             # one error object is shared by every call of a broken connection: raise a copy
             failure = call.error
@@ -165,8 +151,8 @@ class _Connection:
             queued = self._take_outbox()
             if queued:
                 try:
-                    wire.send_before(self.io, queued, time.monotonic() + 2.0)
-                except (OSError, wire.SendTimeout):
+                    send_before(self.io, queued, Deadline(2.0))
+                except (OSError, SendTimeout):
                     pass  # the connection is going; the reader sees it break
             self._send_lock.release()
             with self._lock:
@@ -196,15 +182,19 @@ class _Connection:
                     self._deliver(payload)
                 if received.closed:
                     break
+            self._fail(self._closed_error(), channel.error)
+            self._finish_close()
         except FrameError as error:
             self._fail(error, None)
-            return
         except OSError as error:
             self._fail(TransportError("hprose WebSocket connection to %s broke: %s"
                                       % (self.url, error), url=self.url, sent=True), error)
-            return
-        self._fail(self._closed_error(), channel.error)
-        self._finish_close()
+        finally:
+            # Only this thread closes the socket, and not while a caller is in send() (a
+            # socket closed under another thread fails it with EBADF, or worse); _fail() shut
+            # it down, which ends any send in progress.
+            with self._send_lock:
+                close_quietly(self.sock)
 
     def _deliver(self, payload: bytes) -> None:
         if len(payload) < 4:
@@ -241,16 +231,15 @@ class _Connection:
                               % (self.url, close), url=self.url, sent=True)
 
     def _finish_close(self) -> None:
-        """After a close frame: let the echo go out, give the server a moment to close the
-        TCP connection first (as RFC 6455 asks of a client), then close it."""
+        """After a close frame: let the echo go out, then give the server a moment to close
+        the TCP connection first, as RFC 6455 asks of a client."""
         if self._send_lock.acquire(timeout=1.0):
             self._release_send_lock()
-        try:
-            if not isinstance(self.sock, ssl.SSLSocket) and self.sock.fileno() >= 0:
+        if not isinstance(self.sock, ssl.SSLSocket):
+            try:
                 select.select([self.sock], [], [], 1.0)
-        except (OSError, ValueError):
-            pass
-        _close_quietly(self.sock)
+            except (OSError, ValueError):
+                pass
 
     def _fail(self, error: TransportError, cause: BaseException | None) -> None:
         """Mark dead, close the socket, fail every waiting call with ``error``."""
@@ -262,8 +251,8 @@ class _Connection:
             pending, self._pending = self._pending, {}
         if first:
             logger.debug("%s", error)
-        if self.channel.close_received is None:
-            _close_quietly(self.sock)
+        if self.channel.close_received is None:  # else the reader ends the closing handshake
+            shutdown_socket(self.sock)
         for call in pending.values():
             call.error = error
             call.event.set()
@@ -277,14 +266,14 @@ class _Connection:
             pass
         if frame and self._send_lock.acquire(blocking=False):
             try:
-                wire.send_before(self.io, frame, time.monotonic() + 0.2)
-            except (OSError, wire.SendTimeout):
+                send_before(self.io, frame, Deadline(0.2))
+            except (OSError, SendTimeout):
                 pass
             finally:
                 self._send_lock.release()
         self._fail(TransportError("hprose WebSocket connection to %s was closed by the client"
                                   % self.url, url=self.url, sent=True), None)
-        _close_quietly(self.sock)
+        shutdown_socket(self.sock)  # the reader wakes, and closes it
         if self._reader is not threading.current_thread():
             self._reader.join(5.0)
 
@@ -329,18 +318,15 @@ class WebSocketTransport:
     def __repr__(self) -> str:
         return "WebSocketTransport(%r)" % (self.url,)
 
-    def round_trip(self, request: bytes, timeout: float | None = None) -> bytes:
+    def round_trip(self, request: bytes, deadline: Deadline) -> bytes:
         """Send one request and return its reply body (see ``Transport.round_trip``)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         for _ in range(3):
             try:
-                return self._connection(deadline).call(request, timeout, deadline)
+                return self._connection(deadline).call(request, deadline)
             except _DeadConnection:
                 # it closed before our message went out; the next connection is new
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise CallTimeout("hprose WebSocket call to %s timed out after %.3gs before "
-                                      "it could be sent" % (self.url, timeout or 0.0),
-                                      url=self.url, sent=False) from None
+                if deadline.expired():
+                    raise timed_out_unsent(self.url, deadline) from None
         raise ConnectError("hprose WebSocket connection to %s keeps closing" % self.url,
                            url=self.url)
 
@@ -358,7 +344,7 @@ class WebSocketTransport:
 
     # --- connecting -----------------------------------------------------------------------
 
-    def _connection(self, deadline: float | None) -> _Connection:
+    def _connection(self, deadline: Deadline) -> _Connection:
         conn = self._conn
         if conn is not None and not conn.dead:
             return conn
@@ -371,19 +357,19 @@ class WebSocketTransport:
                 self._conn = conn
             return conn
 
-    def _open(self, deadline: float | None) -> _Connection:
+    def _open(self, deadline: Deadline) -> _Connection:
         """TCP connect, TLS, WebSocket handshake: all within one limit; any failure is a
         ``ConnectError`` (no request was sent)."""
-        limit = self.connect_timeout
-        if deadline is not None:
-            remaining = max(0.001, deadline - time.monotonic())
-            limit = remaining if limit is None else min(limit, remaining)
-        until = None if limit is None else time.monotonic() + limit
+        if deadline.expired():
+            raise timed_out_unsent(self.url, deadline)
+        limit = deadline.cap(self.connect_timeout)
+        if limit is not None:
+            limit = max(limit, 0.001)
+        until = Deadline(limit)
         try:
             sock = socket.create_connection((self.host, self.port), timeout=limit)
         except OSError as error:
-            raise ConnectError("cannot connect to hprose WebSocket server %s: %s"
-                               % (self.url, error), url=self.url) from error
+            raise connect_failed(self.url, error, limit) from error
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
@@ -391,22 +377,14 @@ class WebSocketTransport:
             channel, early = self._handshake(sock, until)
             sock.settimeout(None)
         except ConnectError:
-            _close_quietly(sock)
+            close_quietly(sock)
             raise
-        except ssl.SSLCertVerificationError as error:
-            _close_quietly(sock)
-            raise ConnectError("TLS certificate verification failed for %s: %s"
-                               % (self.url, error.verify_message or error),
-                               url=self.url) from error
-        except OSError as error:  # timeouts, resets, TLS errors
-            _close_quietly(sock)
-            raise ConnectError("cannot open hprose WebSocket connection to %s: %s"
-                               % (self.url, error or type(error).__name__),
-                               url=self.url) from error
+        except OSError as error:  # timeouts, resets, TLS errors: nothing was sent
+            close_quietly(sock)
+            raise connect_failed(self.url, error, limit) from error
         return _Connection(sock, channel, self.url, early)
 
-    def _handshake(self, sock: socket.socket,
-                   until: float | None) -> tuple[Channel, list[bytes]]:
+    def _handshake(self, sock: socket.socket, until: Deadline) -> tuple[Channel, list[bytes]]:
         """Send the upgrade request and read the 101.  Returns the channel and the messages
         that came in the same read as the response."""
         protocol = ClientProtocol(self._uri, max_size=self.max_message)
@@ -420,11 +398,7 @@ class WebSocketTransport:
         sock.sendall(b"".join(protocol.data_to_send()))
         channel = Channel(protocol)
         while True:
-            if until is not None:
-                remaining = until - time.monotonic()
-                if remaining <= 0:
-                    raise socket.timeout("timed out waiting for the WebSocket handshake")
-                sock.settimeout(remaining)
+            sock.settimeout(until.socket_timeout())  # TimeoutError when none is left
             data = sock.recv(_RECV)
             if data:
                 protocol.receive_data(data)
@@ -470,8 +444,8 @@ class WebSocketClient(BaseClient):
     def uri(self) -> str:
         return self.transport.url
 
-    def _round_trip(self, request: bytes, timeout: float | None, **options: Any) -> bytes:
-        return self.transport.round_trip(request, timeout)
+    def _round_trip(self, request: bytes, deadline: Deadline, **options: Any) -> bytes:
+        return self.transport.round_trip(request, deadline)
 
     def close(self) -> None:
         self.transport.close()

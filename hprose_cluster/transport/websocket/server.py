@@ -55,7 +55,7 @@ def _take_buffered(handler: RequestHandler) -> bytes:
     try:
         sock.setblocking(False)
         try:
-            data = handler.rfile.peek(1 << 16)
+            data = handler.rfile.peek(1 << 16)  # type: ignore[attr-defined]
         finally:
             sock.setblocking(True)
         if data:
@@ -178,3 +178,6 @@ class WebSocketServer(ServerBase, hprose.HproseHttpService):
             raise RuntimeError("WebSocketServer is not listening yet; call listen() or start()")
         return server_url(self.scheme, address[0], address[1], "/")
 
+    def connections(self) -> list[Connection]:
+        """The connections open now, HTTP or upgraded (for tests and diagnostics)."""
+        return self._serving.connections()

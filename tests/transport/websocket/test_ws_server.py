@@ -136,7 +136,7 @@ def test_fragmented_request_and_a_1_mb_message_both_ways(server: WebSocketServer
         sock.sendall(b"".join(frames))
         opcode, reply, _ = read_message(sock)
         assert opcode == 2
-        assert reply == b'\x00\x00\x00\x08R' + payload[14:-2] + b"z"
+        assert reply == b'\x00\x00\x00\x08R' + payload[16:-2] + b"z"
 
 
 def test_a_message_shorter_than_an_id_closes_only_its_connection(server: WebSocketServer) -> None:
