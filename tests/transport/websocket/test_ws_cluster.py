@@ -8,7 +8,11 @@ costs no call at all (its close frame tells the client which calls never ran).
 
 from __future__ import annotations
 
+import os
+import signal
 import ssl
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
@@ -120,3 +124,35 @@ def test_rolling_drain_of_ws_servers_costs_no_call_even_when_not_idempotent(
                 assert wait_until(lambda: new.url in {s.url for s in client.servers()}, 10)
                 assert load.wait_calls(100)
         assert not load.failures, load.describe_failures()
+
+
+def cli(endpoint: str, *args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, HPROSE_CLUSTER_ETCD=endpoint)
+    return subprocess.Popen([sys.executable, "-m", "hprose_cluster", *args], env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_cli_ls_call_and_register_speak_ws_and_unix(etcd: Any, domain: str,
+                                                    hello_servers: Any) -> None:
+    ws = hello_servers(domain, "ws")
+    unix = hello_servers(domain, "unix")
+    listing, _ = cli(etcd.endpoint, "ls", domain).communicate(timeout=60)
+    assert ws.url in listing and unix.url in listing
+    for _ in range(2):  # the random primary may be either: both calls must work
+        out, err = cli(etcd.endpoint, "call", domain, "hello", "cli").communicate(timeout=60)
+        assert out.strip() == "Hello cli", err
+    other = domain + ".registered"
+    register = cli(etcd.endpoint, "register", other, unix.url, "--ttl", "2",
+                   "--heartbeat", "0.5")
+    try:
+        assert register.stdout is not None
+        key = register.stdout.readline().strip()
+        assert key.startswith("hprose-service/%s/" % other)
+        assert etcd_urls(etcd.endpoint, other) == {unix.url}
+        out, err = cli(etcd.endpoint, "call", other, "hello", "unix").communicate(timeout=60)
+        assert out.strip() == "Hello unix", err
+    finally:
+        register.send_signal(signal.SIGINT)
+        _, err = register.communicate(timeout=30)
+    assert register.returncode == 0, err
+    assert "nothing answers" not in err  # the unix socket was probed, and answered
