@@ -83,7 +83,15 @@ class Session:
     # --- the connection's thread ----------------------------------------------------------
 
     def run(self, early: bytes) -> None:
-        """Serve until the WebSocket is closed, broken or drained."""
+        """Serve until the WebSocket is closed, broken or drained; return only once no
+        worker can still write to the socket (the lifecycle closes it after)."""
+        try:
+            self._read(early)
+        finally:
+            with self._cond:
+                self._cond.wait_for(lambda: self.outstanding == 0 or self.abandoned)
+
+    def _read(self, early: bytes) -> None:
         data = early
         first = True
         while True:
@@ -101,7 +109,7 @@ class Session:
             if received.eof or self.channel.finished or not data:
                 return
             if received.closed and self.channel.close_received is None:
-                return  # a protocol error or a message too big: the protocol closed with 1002/1009
+                return  # a protocol error or a message too big: closed with 1002/1009
 
     def _readable(self, timeout: float) -> bool:
         sock = self.conn.sock

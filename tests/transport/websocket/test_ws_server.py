@@ -17,6 +17,7 @@ from typing import Iterator
 
 import pytest
 
+from hprose_cluster.errors import ConnectError
 from hprose_cluster.transport.websocket import WebSocketClient, WebSocketServer
 from support.rawws import (GO_ACCEPT, GO_HANDSHAKE, GO_REPLIES, GO_REQUESTS, client_frame,
                            raw_client, read_frame, read_message)
@@ -256,3 +257,24 @@ def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
             return False
         time.sleep(0.01)
     return True
+
+
+def ws_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("hprose-cluster-ws")}
+
+
+def test_a_client_leaving_mid_call_and_stop_leave_no_thread_behind() -> None:
+    before = ws_threads()
+    server = make_server()
+    server.start(block=False)
+    sock, _ = connect(server)
+    with sock:  # a request running when its client goes away: the reply is dropped
+        sock.sendall(request(1, b'Cs5"sleep"a2{d0.3;s4"gone"}z'))
+        assert wait_for(lambda: server.in_flight == 1, 5)
+    with WebSocketClient(server.url, timeout=5) as client:
+        assert client.hello("x") == "Hello x"
+        assert wait_for(lambda: server.in_flight == 0, 5)
+        server.stop(drain_timeout=2)
+        with pytest.raises(ConnectError):  # drained, then nothing listens
+            client.hello("after stop")
+    assert wait_for(lambda: not ws_threads() - before, 5), ws_threads() - before
