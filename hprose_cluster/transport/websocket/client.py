@@ -42,7 +42,7 @@ logger = logging.getLogger("hprose_cluster.transport.websocket")
 
 __all__ = ["WebSocketTransport", "WebSocketClient"]
 
-_RECV = 256 * 1024
+_RECV = 64 * 1024  # below glibc's mmap threshold: a bigger recv buffer costs an mmap per call
 _USER_AGENT = "hprose-cluster"
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("hprose_cluster.transport.websocket")
 
-_RECV = 256 * 1024
+_RECV = 64 * 1024  # below glibc's mmap threshold: a bigger recv buffer costs an mmap per call
 _PROTOCOL_ERROR = 1002
 _GOING_AWAY = 1001
 
