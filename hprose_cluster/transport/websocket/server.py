@@ -33,7 +33,7 @@ from ..http.server import _HttpProtocol
 from ..listen import server_url
 from ..server_base import ServerBase
 from ..serving import Serving
-from .protocol import DEFAULT_MAX_MESSAGE, Channel
+from .protocol import DEFAULT_MAX_MESSAGE, PROTOCOL_LOG, Channel
 from .session import Session, WebSocketContext
 
 __all__ = ["WebSocketServer", "WebSocketContext"]
@@ -75,7 +75,7 @@ class _UpgradingHandler(RequestHandler):
         if not _wants_websocket(self):
             super()._serve_request()
             return
-        handshake = ServerProtocol()  # no extensions, no subprotocol, any origin
+        handshake = ServerProtocol(logger=PROTOCOL_LOG)  # no extension, subprotocol, origin check
         request = Request(self.path, Headers(self.headers.items()))
         response = handshake.accept(request)
         self.close_connection = True  # HTTP is over on this connection, whatever the outcome
@@ -88,7 +88,8 @@ class _UpgradingHandler(RequestHandler):
             _log.info("%s: WebSocket upgrade refused (%d): %s", self.address_string(),
                       response.status_code, handshake.handshake_exc)
             return
-        frames = ServerProtocol(state=OPEN, max_size=self.server.max_message)
+        frames = ServerProtocol(state=OPEN, max_size=self.server.max_message,
+                                logger=PROTOCOL_LOG)
         self.upgraded = (frames, _take_buffered(self), self.path, self.headers)
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ...deadline import Deadline
 from ..connection import Connection
 from ..streams import SendTimeout, SslIo, send_before, shutdown_socket
-from .protocol import DRAIN_CLOSE, Channel, ChannelClosed
+from .protocol import DRAIN_CLOSE, RECV_SIZE, Channel, ChannelClosed
 
 if TYPE_CHECKING:
     from ..serving import Serving
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("hprose_cluster.transport.websocket")
 
-_RECV = 64 * 1024  # below glibc's mmap threshold: a bigger recv buffer costs an mmap per call
 _PROTOCOL_ERROR = 1002
 _GOING_AWAY = 1001
 
@@ -98,7 +97,7 @@ class Session:
             if not (first and data):
                 if self.close_sent and not self._readable(self.server.close_timeout):
                     return  # the client did not answer our close in time
-                data = self.io.recv(_RECV)
+                data = self.io.recv(RECV_SIZE)
             first = False
             received = self.channel.receive(data)
             if received.writes:
