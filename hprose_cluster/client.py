@@ -20,8 +20,8 @@ from typing import Any, Sequence
 from hprose.common import HproseException
 
 from .deadline import Deadline
-from .discovery import Discovery
-from .errors import ConfigError, NoServerAvailable, TransportError
+from .discovery import Discovery, ServerView
+from .errors import CallTimeout, ConfigError, NoServerAvailable, TransportError
 from .etcd import EtcdConfig
 from .failover import Ejector, FailoverPolicy
 from .record import ServerInfo, validate_domain
@@ -29,6 +29,9 @@ from .selector import Selector, make_selector
 from .transport import BaseClient, Transport, open_transport
 
 log = logging.getLogger("hprose_cluster.client")
+
+RETIRE_GRACE = 60.0
+"""Seconds a retired transport's busy connections may stay open for their calls."""
 
 
 class ClusterClient(BaseClient):
@@ -39,8 +42,11 @@ class ClusterClient(BaseClient):
     primary), ``"round-robin"``, ``"weighted"`` (by CPU), or an object with ``pick``/``failed``.
     ``failover``: a ``FailoverPolicy``; ``idempotent=True`` is a shortcut that marks every call
     idempotent.  ``discovery``: share one started ``Discovery`` between clients of a domain (it
-    is then not closed with the client).  ``ssl_context`` is used for ``https://`` servers;
-    ``full_duplex`` and ``pool_size`` for ``tcp://`` servers.
+    is then not closed with the client).  ``ssl_context`` is used for ``https://`` servers
+    and TLS TCP servers (``tcps://``, ``tcp4s://``, ``tcp6s://``, ``tls://``; default: the
+    system's trust store); ``tcp_tls=True`` uses TLS for the domain's plain ``tcp://``
+    servers too (what a Go client does with a TLS config; servers that Go clients also call
+    advertise ``tcp://``).  ``full_duplex`` and ``pool_size`` are for TCP servers.
     """
 
     def __init__(self, domain: str, *, etcd: EtcdConfig | str | Sequence[str] | None = None,
@@ -48,7 +54,7 @@ class ClusterClient(BaseClient):
                  idempotent: bool | None = None, timeout: float | None = 30.0,
                  discovery: Discovery | None = None, ssl_context: Any = None,
                  full_duplex: bool = False, pool_size: int | None = None,
-                 check_interval: float = 5.0):
+                 tcp_tls: bool = False, check_interval: float = 5.0):
         super().__init__(timeout=timeout)
         domain = validate_domain(domain)  # a client calls one domain (Discovery(None) follows all)
         policy = failover or FailoverPolicy()
@@ -58,9 +64,9 @@ class ClusterClient(BaseClient):
         self.selector = make_selector(selector)
         self.ejector = Ejector(policy.eject_after, policy.eject_for)
         self._transport_options = {"ssl_context": ssl_context, "full_duplex": full_duplex,
-                                   "pool_size": pool_size}
+                                   "pool_size": pool_size, "tcp_tls": tcp_tls}
         self._transports: dict[str, Transport] = {}
-        self._retired: list[Transport] = []
+        self._retired: list[tuple[float, Transport]] = []  # (when, transport)
         self._lock = threading.Lock()
         self._closed = False
         self._owns_discovery = discovery is None
@@ -95,31 +101,35 @@ class ClusterClient(BaseClient):
         policy = self.failover
         if idempotent is None:
             idempotent = policy.idempotent
+        deadline = Deadline(timeout)  # one deadline for the whole call
         request = self._encode(name, args, byref, simple)
         tried: set[str] = set()
         failures: list[tuple[ServerInfo, TransportError]] = []
+        first_view = self.discovery.view
         for attempt in range(policy.max_attempts):
             server = self.selector.pick(self.discovery.view, tried, self.ejector)
-            if server is None and not failures:
-                wait = policy.wait_for_server if timeout is None \
-                    else min(timeout, policy.wait_for_server)
-                server = self._wait_for_server(tried, time.monotonic() + wait)
+            if server is None and (not failures or self._view_moved(failures[-1], first_view)):
+                server = self._wait_for_server(tried, deadline, policy.wait_for_server)
             if server is None:
                 break
             tried.add(server.uuid)
             try:
-                reply = self._transport(server.url).round_trip(request, Deadline(timeout))
+                reply = self._transport(server.url).round_trip(
+                    request, deadline.within(policy.attempt_timeout))
             except TransportError as error:
                 self.ejector.failure(server.url, certain=not error.sent)
                 self.selector.failed(server)
                 failures.append((server, error))
                 if not policy.may_retry(error, idempotent):
                     raise
+                if attempt + 1 < policy.max_attempts:
+                    delay = policy.delay(attempt)
+                    if delay:
+                        time.sleep(deadline.cap(delay) or 0.0)
+                if deadline.expired():
+                    raise self._timed_out(name, deadline, failures) from error
                 log.info("call %s on %s failed (%s); trying another server of %r",
                          name, server.url, error, self.domain)
-                delay = policy.delay(attempt)
-                if delay:
-                    time.sleep(delay)
                 continue
             self.ejector.success(server.url)
             try:
@@ -130,30 +140,62 @@ class ClusterClient(BaseClient):
                 raise
         raise self._no_server(name, failures)
 
-    def _wait_for_server(self, tried: set[str], deadline: float) -> ServerInfo | None:
-        """The view had no server to try before the first attempt (etcd just expired every
-        lease, say): wait until ``deadline`` for one to appear, since nothing was sent yet.
-        A call whose servers all failed does not wait: it fails at once with the causes."""
+    def _view_moved(self, failure: tuple[ServerInfo, TransportError],
+                    first_view: ServerView) -> bool:
+        """After a failure that certainly sent nothing, with no untried server left: worth
+        waiting for one when the view is changing (the failed server left it, or it changed
+        since the call began: servers leaving and registering again), as a call that finds
+        the view empty waits.  A server still listed in an unchanged view that refuses is
+        dead but listed: waiting would only delay the error."""
+        server, error = failure
+        if error.sent:
+            return False
+        view = self.discovery.view
+        return view is not first_view or server.uuid not in view.by_uuid
+
+    def _wait_for_server(self, tried: set[str], deadline: Deadline,
+                         wait: float) -> ServerInfo | None:
+        """The view has no untried server (etcd just expired every lease, say): wait up to
+        ``wait`` seconds, within the call's deadline, for one to appear.  Only for calls that
+        have sent nothing (anywhere, or in their last attempt), which is always safe."""
+        until = deadline.within(wait)
         untried = lambda view: any(s.uuid not in tried for s in view.servers)  # noqa: E731
         while not self._closed:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            remaining = until.remaining()
+            if remaining is not None and remaining <= 0:
                 return None
             # short waits, so a client closed meanwhile does not hold its callers
-            if self.discovery.wait_for(untried, min(remaining, 0.25)):
+            if self.discovery.wait_for(untried, 0.25 if remaining is None
+                                       else min(remaining, 0.25)):
                 server = self.selector.pick(self.discovery.view, tried, self.ejector)
                 if server is not None:
                     return server
         return None
 
+    def _where(self) -> str:
+        return "domain %r (etcd %s)" % (self.domain, self.discovery.config.describe())
+
+    @staticmethod
+    def _attempts(failures: list[tuple[ServerInfo, TransportError]]) -> str:
+        return "; ".join("attempt %d on %s: %s" % (n, server.url, error)
+                         for n, (server, error) in enumerate(failures, 1))
+
+    def _timed_out(self, name: str, deadline: Deadline,
+                   failures: list[tuple[ServerInfo, TransportError]]) -> CallTimeout:
+        """The call's deadline passed after ``failures``: one error naming every attempt."""
+        untried = sum(1 for s in self.discovery.servers()
+                      if s.uuid not in {server.uuid for server, _ in failures})
+        left = (" (%d more server(s) not tried: no time left)" % untried) if untried else ""
+        return CallTimeout("call %s timed out after %s in %s, %d attempt(s)%s: %s"
+                           % (name, deadline.describe(), self._where(), len(failures), left,
+                              self._attempts(failures)),
+                           url=failures[-1][0].url, sent=any(e.sent for _, e in failures))
+
     def _no_server(self, name: str, failures: list[tuple[ServerInfo, TransportError]]) -> NoServerAvailable:
-        where = "domain %r (etcd %s)" % (self.domain, self.discovery.config.describe())
         if not failures:
-            error = NoServerAvailable("no server available for %s in %s" % (name, where))
-            return error
-        tried = "; ".join("%s: %s" % (server.url, error) for server, error in failures)
+            return NoServerAvailable("no server available for %s in %s" % (name, self._where()))
         error = NoServerAvailable("call %s failed on every server tried in %s: %s"
-                                  % (name, where, tried))
+                                  % (name, self._where(), self._attempts(failures)))
         error.__cause__ = failures[-1][1]
         return error
 
@@ -169,20 +211,32 @@ class ClusterClient(BaseClient):
             return transport
 
     def _on_change(self, added: list[ServerInfo], removed: list[ServerInfo]) -> None:
-        """Servers that left: retire their connections (closed at the next change, so calls
-        still in flight on a draining server can finish)."""
+        """Servers that left the view: retire their transports.  A retired transport closes
+        its idle connections now and the others as their calls end, since a server may leave
+        the view while alive (etcd expired its lease during a pause; it registers again) and
+        its calls in flight must not fail.  One still busy ``RETIRE_GRACE`` seconds later (a
+        call without timeout) is closed at the next change."""
         if not removed and not self._retired:
             return
         current = {s.url for s in self.discovery.servers()}
+        now = time.monotonic()
+        retiring: list[Transport] = []
         with self._lock:
-            to_close, self._retired = self._retired, []
             for info in removed:
                 if info.url not in current:
                     transport = self._transports.pop(info.url, None)
                     if transport is not None:
-                        self._retired.append(transport)
+                        retiring.append(transport)
+                        self._retired.append((now, transport))
                     self.ejector.forget(info.url)
-        for transport in to_close:
+            expired = [t for when, t in self._retired if now - when >= RETIRE_GRACE]
+            if expired:
+                self._retired = [(w, t) for w, t in self._retired if now - w < RETIRE_GRACE]
+        for transport in retiring:
+            retire = getattr(transport, "retire", None)
+            if retire is not None:
+                retire()
+        for transport in expired:
             transport.close()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -193,7 +247,7 @@ class ClusterClient(BaseClient):
             if self._closed:
                 return
             self._closed = True
-            transports = list(self._transports.values()) + self._retired
+            transports = list(self._transports.values()) + [t for _, t in self._retired]
             self._transports.clear()
             self._retired = []
         try:

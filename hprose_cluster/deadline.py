@@ -77,12 +77,17 @@ class Deadline:
             raise TimeoutError("timed out")
         return left
 
+    def within(self, limit: float | None) -> "Deadline":
+        """A deadline at most ``limit`` seconds from now and never after this one (an
+        attempt's share of a call); ``self`` when ``limit`` is None."""
+        if limit is None:
+            return self
+        left = self.remaining()
+        sub = Deadline(limit if left is None or limit < left else left)
+        return sub
+
     def describe(self) -> str:
         """``"1.5s"``: the timeout for messages ("timed out after 1.5s")."""
         return "%.3gs" % self.timeout if self.timeout is not None else "no timeout"
 
 
-NO_DEADLINE = Deadline(None)
-"""A shared never-expiring deadline (it holds no state that changes)."""
-
-__all__.append("NO_DEADLINE")

@@ -9,6 +9,9 @@
   moves the primary to another server (the seed did).
 - A call never tries the same server twice; it tries at most ``max_attempts`` servers, waiting
   ``backoff * 2**n`` (capped at ``backoff_max``) between attempts.
+- The call's ``timeout`` is one deadline for all of it: waiting for a server, every attempt and
+  every backoff.  Each attempt gets what remains, or at most ``attempt_timeout`` seconds when
+  that is set (so that one hung server leaves time to try another, for idempotent calls).
 - A call that finds no server to try before its first attempt (the domain is empty for a moment, as when etcd expired
   every lease after a pause and the servers are registering again) waits up to
   ``wait_for_server`` seconds, within its own timeout, for one to appear: nothing was sent, so
@@ -38,6 +41,7 @@ class FailoverPolicy:
     eject_after: int = 3
     eject_for: float = 10.0
     wait_for_server: float = 3.0
+    attempt_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) \
@@ -49,6 +53,11 @@ class FailoverPolicy:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError("FailoverPolicy.%s must be a number >= 0, got %r"
                                   % (name, value))
+        value = self.attempt_timeout
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or value <= 0):
+            raise ConfigError("FailoverPolicy.attempt_timeout must be a number > 0 or None, "
+                              "got %r" % (value,))
 
     def may_retry(self, error: TransportError, idempotent: bool | None = None) -> bool:
         """Whether a call that failed with ``error`` may go on to another server."""

@@ -20,7 +20,8 @@ from .errors import ConfigError
 
 DEFAULT_PREFIX = "hprose-service"
 MAX_RECORD_BYTES = 64 * 1024
-SCHEMES = ("http", "https", "tcp", "tcp4", "tcp6", "ws", "wss", "unix")
+TLS_TCP_SCHEMES = ("tcps", "tcp4s", "tcp6s", "tls")  # TLS over TCP, as hprose for Node.js names it
+SCHEMES = ("http", "https", "tcp", "tcp4", "tcp6") + TLS_TCP_SCHEMES + ("ws", "wss", "unix")
 MAX_UNIX_PATH = 107  # bytes: sockaddr_un.sun_path holds 108 with the final NUL
 REQUIRED_FIELDS = (("UUID", str), ("Domain", str), ("ServerUrl", str), ("CPU", int))
 _MAX_NAME = 253
@@ -64,8 +65,9 @@ def validate_uuid(value: Any) -> str:
 
 def validate_url(url: Any) -> str:
     """Return ``url`` if we can call it: a known scheme, a host and a port (implicit 80/443
-    for http/https and ws/wss, explicit for tcp), and no blanks or control characters.
-    A unix socket is ``unix:/absolute/path`` (Go's spelling; ``unix:///path`` too)."""
+    for http/https and ws/wss, explicit for tcp and TLS over TCP), and no blanks or control
+    characters.  A unix socket is ``unix:/absolute/path`` (Go's spelling; ``unix:///path``
+    too)."""
     if not isinstance(url, str) or not url:
         raise ConfigError("ServerUrl must be a non-empty string, got %r" % (url,))
     if len(url) > 2048:
@@ -85,7 +87,7 @@ def validate_url(url: Any) -> str:
         raise ConfigError("ServerUrl %r has an invalid port" % url) from error
     if not parts.hostname:
         raise ConfigError("ServerUrl %r has no host" % url)
-    if port is None and parts.scheme.startswith("tcp"):
+    if port is None and parts.scheme not in ("http", "https", "ws", "wss"):
         raise ConfigError("ServerUrl %r has no port" % url)
     if port == 0:
         raise ConfigError("ServerUrl %r has port 0, which no client can call" % url)

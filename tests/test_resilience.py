@@ -278,9 +278,11 @@ def test_a_refused_connection_is_retried_elsewhere_even_when_not_idempotent(etcd
 @pytest.mark.timeout(30)
 def test_a_timeout_after_send_is_retried_only_when_idempotent(etcd, domain, counting):
     slow, fast = counting(delay=1.5), counting()
+    # timeout is the whole call's; attempt_timeout lets a hung first server leave time for
+    # the second (a timeout of 0.5 alone would be spent on the first attempt)
     with ClusterClient(domain, etcd=etcd.endpoint, selector=Ordered(slow.url, fast.url),
-                       timeout=0.5, check_interval=CHECK,
-                       failover=FailoverPolicy(eject_after=0)) as client:
+                       timeout=3, check_interval=CHECK,
+                       failover=FailoverPolicy(eject_after=0, attempt_timeout=0.5)) as client:
         assert client.discovery.wait_for_servers(5, count=2)
         with pytest.raises(CallTimeout):
             client.work(1)
@@ -290,7 +292,8 @@ def test_a_timeout_after_send_is_retried_only_when_idempotent(etcd, domain, coun
         assert client.invoke("work", [3], idempotent=True) == 3
         assert (slow.calls, fast.calls) == (3, 2)
     with ClusterClient(domain, etcd=etcd.endpoint, selector=Ordered(slow.url, fast.url),
-                       timeout=0.5, idempotent=True, check_interval=CHECK) as client:
+                       timeout=3, idempotent=True, check_interval=CHECK,
+                       failover=FailoverPolicy(attempt_timeout=0.5)) as client:
         assert client.discovery.wait_for_servers(5, count=2)
         assert client.work(4) == 4  # per client
         assert (slow.calls, fast.calls) == (4, 3)
@@ -347,8 +350,9 @@ def test_business_errors_are_never_retried(etcd, domain, counting, rotate):
 @pytest.mark.timeout(30)
 def test_a_call_never_tries_a_server_twice(etcd, domain, counting):
     servers = [counting(delay=1.0), counting(delay=1.0)]
-    policy = FailoverPolicy(max_attempts=5, idempotent=True, wait_for_server=0, eject_after=0)
-    with ClusterClient(domain, etcd=etcd.endpoint, failover=policy, timeout=0.3,
+    policy = FailoverPolicy(max_attempts=5, idempotent=True, wait_for_server=0, eject_after=0,
+                            attempt_timeout=0.3)  # timeout is the whole call's
+    with ClusterClient(domain, etcd=etcd.endpoint, failover=policy, timeout=3,
                        check_interval=CHECK) as client:
         assert client.discovery.wait_for_servers(5, count=2)
         with pytest.raises(NoServerAvailable) as caught:

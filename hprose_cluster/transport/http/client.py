@@ -167,6 +167,10 @@ class HttpTransport:
         pooled = self._connect(deadline)
         return self._exchange(pooled, request, deadline, reused=False)
 
+    def retire(self) -> None:
+        """The server left the view: the same as ``close()``, which is already gentle."""
+        self.close()
+
     def close(self) -> None:
         """Close every idle connection now; connections in use close when their call ends."""
         with self._lock:

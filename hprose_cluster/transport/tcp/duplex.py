@@ -54,6 +54,7 @@ class FullDuplexConnection:
         self.url = url
         self.max_frame = max_frame
         self.dead = False
+        self.retiring = False  # close as soon as no call is pending
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._pending: dict[int, _PendingCall] = {}
@@ -134,6 +135,8 @@ class FullDuplexConnection:
                     continue
                 call.reply = frame.body
                 call.event.set()
+                if self.retiring and not self._pending:
+                    self.retire()
         except framing.OversizedFrame as error:
             self._fail(FrameError("hprose TCP reply from %s refused: %s" % (self.url, error),
                                   url=self.url), error)
@@ -165,6 +168,16 @@ class FullDuplexConnection:
         for call in pending.values():
             call.error = error
             call.event.set()
+
+    def retire(self) -> None:
+        """Close once no call is pending (now, if none is).  A call arriving afterwards is
+        refused before it is sent (``DeadConnection``), so the transport opens another."""
+        with self._lock:
+            self.retiring = True
+            if self._pending or self.dead:
+                return
+            self.dead = True
+        streams.shutdown_socket(self.sock)  # the reader thread ends and closes it
 
     def close(self) -> None:
         self._fail(TransportError("hprose TCP connection to %s was closed by the client"

@@ -204,7 +204,9 @@ class TcpServer(ServerBase, HproseService):
 
     ``scheme`` is ``tcp4`` for an IPv4 literal host (``"0.0.0.0"`` included) or
     ``family=AF_INET``, ``tcp6`` for an IPv6 literal host (``"::"`` included) or
-    ``family=AF_INET6``, and ``tcp`` for a host name or ``""``.
+    ``family=AF_INET6``, and ``tcp`` for a host name or ``""``; with ``ssl_context`` the TLS
+    names of hprose for Node.js: ``tcp4s``, ``tcp6s``, ``tcps`` (a Go client needs ``tcp://``
+    plus its own TLS config: give the cluster server an ``advertise_url``).
 
     Hooks for subclasses (the cluster mixin): ``_on_listening()`` runs after the socket
     listens and before serving; ``_before_stop()`` runs first thing in ``stop()``.
@@ -240,15 +242,16 @@ class TcpServer(ServerBase, HproseService):
 
     @property
     def scheme(self) -> str:
+        tls = "s" if self.ssl_context is not None else ""
         if self.family == socket.AF_INET:
-            return "tcp4"
+            return "tcp4" + tls
         if self.family == socket.AF_INET6:
-            return "tcp6"
+            return "tcp6" + tls
         try:
             literal = ipaddress.ip_address(self.host)
         except ValueError:
-            return "tcp"
-        return "tcp4" if literal.version == 4 else "tcp6"
+            return "tcp" + tls
+        return ("tcp4" if literal.version == 4 else "tcp6") + tls
 
     @property
     def url(self) -> str:

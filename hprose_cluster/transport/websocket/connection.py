@@ -76,6 +76,7 @@ class Connection:
             raise timed_out_unsent(self.url, deadline,
                                    "waiting to send (the server is not reading)")
         request_id = 0
+        send_error: OSError | None = None
         try:
             with self._lock:
                 if self.dead:
@@ -102,10 +103,18 @@ class Connection:
             raise timed_out_unsent(self.url, deadline,
                                    "while sending (the server is not reading)") from None
         except OSError as error:
-            self._fail(TransportError("hprose WebSocket call to %s failed while sending: %s"
-                                      % (self.url, error), url=self.url, sent=True), error)
+            send_error = error
         finally:
             self._release_send_lock()
+        if send_error is not None:
+            # The server may have closed with DRAIN_CLOSE and then shut the socket: the
+            # reader still has the close frame to read, and with it the truth about every
+            # waiting call.  It gets a moment to say so before all are failed as sent.
+            grace = deadline.cap(1.0)
+            if not call.event.wait(1.0 if grace is None else grace):
+                self._fail(TransportError("hprose WebSocket call to %s failed while sending: %s"
+                                          % (self.url, send_error), url=self.url, sent=True),
+                           send_error)
         if not call.event.wait(deadline.remaining()):
             with self._lock:
                 self._pending.pop(request_id, None)

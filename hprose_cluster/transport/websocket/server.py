@@ -67,9 +67,10 @@ def _take_buffered(handler: RequestHandler) -> bytes:
 
 class _UpgradingHandler(RequestHandler):
     """The HTTP handler, plus: a WebSocket upgrade request is answered here (101, or an
-    error status) and the connection then leaves HTTP (``upgraded``)."""
+    error status) and the connection becomes a ``Session`` (``upgraded``), still within the
+    upgrade request, so that a stop() racing with it finds the session to drain."""
 
-    upgraded: tuple[ServerProtocol, bytes, str, Any] | None = None
+    upgraded: tuple[Session, bytes] | None = None
 
     def _serve_request(self) -> None:
         if not _wants_websocket(self):
@@ -88,9 +89,15 @@ class _UpgradingHandler(RequestHandler):
             _log.info("%s: WebSocket upgrade refused (%d): %s", self.address_string(),
                       response.status_code, handshake.handshake_exc)
             return
+        early = _take_buffered(self)
         frames = ServerProtocol(state=OPEN, max_size=self.server.max_message,
                                 logger=PROTOCOL_LOG)
-        self.upgraded = (frames, _take_buffered(self), self.path, self.headers)
+        session = Session(self.server, self.serving, self.conn, Channel(frames), self.path,
+                          self.headers)
+        self.conn.protocol = session  # from now on quiesce() drains it
+        if self.serving.stopping:
+            session.drain()  # upgraded while stopping: close at once, nothing will run
+        self.upgraded = (session, early)
 
 
 class _WsProtocol(_HttpProtocol):
@@ -101,14 +108,9 @@ class _WsProtocol(_HttpProtocol):
     def serve_connection(self, conn: Connection) -> None:
         conn.protocol = HttpConnectionState()
         handler = _UpgradingHandler(conn, self.server)  # type: ignore[arg-type]
-        if handler.upgraded is None:
-            return
-        protocol, early, path, headers = handler.upgraded
-        session = Session(self.server, self.serving, conn, Channel(protocol), path, headers)
-        conn.protocol = session
-        if self.serving.stopping or conn.shut:
-            session.drain()  # upgraded while stopping: close at once, nothing will run
-        session.run(early)
+        if handler.upgraded is not None:
+            session, early = handler.upgraded
+            session.run(early)
 
     def quiesce(self, conn: Connection) -> None:
         if isinstance(conn.protocol, Session):

@@ -21,6 +21,7 @@ import logging
 import select
 import ssl
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from ...deadline import Deadline
@@ -78,6 +79,8 @@ class Session:
         self.draining = False  # requests read from now on are not executed
         self.abandoned = False  # replies are no longer sent
         self.close_sent = False
+        self._close_by = 0.0  # when a client that has not answered our close is dropped
+        self._closing_counted = False  # our drain close counts as in flight until answered
 
     # --- the connection's thread ----------------------------------------------------------
 
@@ -89,13 +92,15 @@ class Session:
         finally:
             with self._cond:
                 self._cond.wait_for(lambda: self.outstanding == 0 or self.abandoned)
+            if self._closing_counted:
+                self.serving.request_finished(self.conn)
 
     def _read(self, early: bytes) -> None:
         data = early
         first = True
         while True:
             if not (first and data):
-                if self.close_sent and not self._readable(self.server.close_timeout):
+                if self.close_sent and not self._readable(self._close_by - time.monotonic()):
                     return  # the client did not answer our close in time
                 data = self.io.recv(RECV_SIZE)
             first = False
@@ -115,7 +120,7 @@ class Session:
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
         try:
-            return bool(select.select([sock], [], [], timeout)[0])
+            return bool(select.select([sock], [], [], max(0.0, timeout))[0])
         except (OSError, ValueError):
             return False
 
@@ -197,16 +202,26 @@ class Session:
     # --- stopping -------------------------------------------------------------------------
 
     def close(self, code: int, reason: str) -> None:
-        """Send a close frame once (after it no data frame may follow)."""
+        """Send a close frame once (after it no data frame may follow).
+
+        The drain close counts as a request in flight until the client answers it (or
+        ``close_timeout`` passes), so that the lifecycle, which shuts every connection once
+        nothing is in flight, lets the closing handshake finish: shut down with the client's
+        frames unread, the socket would reset, and the client might lose the close frame
+        that tells it which calls never ran.
+        """
         with self._cond:
             if self.close_sent:
                 return
             self.close_sent = True
+            self._close_by = time.monotonic() + self.server.close_timeout
             self._cond.notify_all()
             try:
                 frame = self.channel.close(code, reason)
             except Exception:  # an invalid state: the protocol is closing already
                 frame = b""
+        if frame and code == DRAIN_CLOSE:
+            self._closing_counted = self.serving.request_started(self.conn)
         if frame:
             self._write(frame)
 
