@@ -30,7 +30,7 @@ from .discovery import Discovery
 from .errors import ConfigError, HproseClusterError
 from .etcd import (ENV_CA, ENV_CERT, ENV_ENDPOINTS, ENV_KEY, ENV_PASSWORD, ENV_PREFIX, ENV_USER,
                    EtcdConfig, EtcdConnection)
-from .record import RecordError, ServerInfo, validate_domain, validate_uuid
+from .record import RecordError, ServerInfo, unix_socket_path, validate_domain, validate_uuid
 
 PROG = "hprose-cluster"
 DEFAULT_ETCD_TIMEOUT = 5.0
@@ -334,10 +334,15 @@ def _check_reachable(url: str, timeout: float) -> None:
     """Warn (only) when nothing answers at the URL's address: the record would send clients
     to a dead server until someone starts it."""
     parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
     try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout):
-            pass
+        if parts.scheme == "unix":
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(unix_socket_path(url))
+        else:
+            with socket.create_connection((parts.hostname, port), timeout=timeout):
+                pass
     except OSError as error:
         _warn("nothing answers at %s yet (%s); registering it anyway" % (url, error))
 
@@ -518,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "  $ hprose-cluster register tcp.hello.server tcp4://10.0.0.5:4321 --cpu 8\n"
                 "  hprose-service/tcp.hello.server/4f6c...\n")
     p.add_argument("domain", metavar="DOMAIN")
-    p.add_argument("url", metavar="URL", help="tcp://, tcp4://, tcp6://, http:// or https:// URL")
+    p.add_argument("url", metavar="URL", help="http(s)://, tcp(4|6)://, ws(s):// URL or unix:/path")
     p.add_argument("--uuid", help="the record's UUID (default: a new random one)")
     p.add_argument("--cpu", type=int, help="CPU count clients weigh by (default: this machine's)")
     p.add_argument("--ttl", type=int, default=10, help="lease TTL in seconds (default: 10)")
@@ -542,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", "Run the hello demo: embedded etcd, three servers, one client, a "
                         "SIGKILLed primary, no failed call.",
                 "  $ hprose-cluster demo --transport http\n")
-    p.add_argument("--transport", choices=("tcp", "http"), default="tcp")
+    p.add_argument("--transport", choices=("tcp", "http", "ws", "unix"), default="tcp")
     p.add_argument("--rounds", type=int, default=6, help="calls before and after the kill")
     p.set_defaults(func=cmd_demo)
     top.register(command, _config)
