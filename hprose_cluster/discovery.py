@@ -25,8 +25,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .backoff import Backoff
 from .errors import EtcdError
-from .etcd import (EtcdConfig, EtcdConnection, WatchHandle, events_of, header_of, is_compacted,
-                   is_put_event)
+from .etcd import EtcdCompacted, EtcdConfig, EtcdConnection, WatchBatch, WatchHandle
 from .record import RecordError, ServerInfo, validate_domain
 
 log = logging.getLogger("hprose_cluster.discovery")
@@ -211,13 +210,13 @@ class Discovery:
     def _resync(self, initial: bool = False) -> None:
         """Read the whole prefix and make the view equal to it."""
         response = self._connection.get_prefix(self.prefix)
-        revision, cluster_id = header_of(response)
+        revision, cluster_id = response.revision, response.cluster_id
         replaced = (self._cluster_id is not None and cluster_id != self._cluster_id) \
             or revision < self._applied_revision
         by_key: dict[str, ServerInfo] = {}
         skipped: set[str] = set()
         for kv in response.kvs:
-            key = kv.key.decode("utf-8", "replace")
+            key = kv.key
             info = self._parse(key, kv.value, kv.mod_revision)
             if info is None:
                 skipped.add(key)
@@ -259,11 +258,11 @@ class Discovery:
         if by_key is not None:
             self._publish(by_key, changed)
 
-    def _apply(self, response: Any, by_key: dict[str, ServerInfo] | None,
+    def _apply(self, batch: WatchBatch, by_key: dict[str, ServerInfo] | None,
                changed: set[str]) -> dict[str, ServerInfo] | None:
         """Apply one watch response to ``by_key`` (a working copy of the view, made on the
         first change) and note the keys it touches in ``changed``; returns ``by_key``."""
-        _, cluster_id = header_of(response)
+        cluster_id = batch.cluster_id
         if self._cluster_id is not None and cluster_id and cluster_id != self._cluster_id:
             self._restart_watch(resync=True)
             return by_key
@@ -271,7 +270,7 @@ class Discovery:
         # response: compare with the revision applied *before* this response, or all but the
         # first event of a multi-put transaction would be dropped until the next resync.
         applied = self._applied_revision
-        for event in events_of(response):
+        for event in batch.events:
             revision = event.mod_revision
             self._next_revision = max(self._next_revision, revision + 1)
             if revision <= applied:
@@ -279,9 +278,9 @@ class Discovery:
             self._applied_revision = max(self._applied_revision, revision)
             if by_key is None:
                 by_key = dict(self._view.by_key)
-            key = event.key.decode("utf-8", "replace")
+            key = event.key
             changed.add(key)
-            put = is_put_event(event)
+            put = not event.deleted
             info = self._parse(key, event.value, revision) if put else None
             if info is None:
                 by_key.pop(key, None)
@@ -295,9 +294,9 @@ class Discovery:
 
     # --- the watch ------------------------------------------------------------------------
 
-    def _on_watch(self, response: Any) -> None:
+    def _on_watch(self, item: WatchBatch | EtcdError) -> None:
         """Runs on the etcd watcher thread: hand over, never call etcd here."""
-        self._events.put(response)
+        self._events.put(item)
 
     def _start_watch(self) -> None:
         self._watch_generation = self._connection.generation
@@ -321,15 +320,14 @@ class Discovery:
                 return
         try:
             self._start_watch()
-        except EtcdError as error:
-            if "compact" in str(error).lower():
-                self._needs_resync = True
+        except EtcdCompacted:
+            self._needs_resync = True
             raise
 
     def _check(self) -> None:
         """The periodic cheap read: catches a replaced cluster or a silently missed event."""
         response = self._connection.get_prefix(self.prefix, count_only=True)
-        revision, cluster_id = header_of(response)
+        revision, cluster_id = response.revision, response.cluster_id
         if cluster_id != self._cluster_id or revision < self._applied_revision:
             log.warning("etcd behind %s was replaced (cluster id or revision changed); "
                         "re-reading %s", self.config.describe(), self._what)
@@ -385,7 +383,7 @@ class Discovery:
     def _on_watch_error(self, error: Exception) -> None:
         if self._watch is None:
             return  # an error of a watch we already dropped
-        compacted = is_compacted(error)
+        compacted = isinstance(error, EtcdCompacted)
         log.warning("watch of %s broke (%s); %s", self._what,
                     "compacted" if compacted else (str(error) or type(error).__name__),
                     "re-reading" if compacted else "watching again from revision %d"

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from .backoff import Backoff
 from .errors import ConfigError, EtcdError, RegistrationError
-from .etcd import EtcdConfig, EtcdConnection, WatchHandle, events_of, is_delete_event
+from .etcd import EtcdConfig, EtcdConnection, WatchBatch, WatchHandle
 from .record import ServerInfo
 from .scheduler import StepScheduler, Task, scheduler_for
 
@@ -146,12 +146,12 @@ class Registrar:
             self._lease_id = None
         if self._lease_id is None:
             self._lease_id = connection.grant(self.ttl)
-        response = connection.put(self.key, self._value, self._lease_id)
+        revision = connection.put(self.key, self._value, self._lease_id)
         self._last_refresh = time.monotonic()
         self._key_missing = False
         self.registrations += 1
         log.info("registered %s -> %s (lease %x)", self.key, self.info.url, self._lease_id)
-        self._watch_from = response.header.revision + 1
+        self._watch_from = revision + 1
         if watch:
             self._watch_own_key(self._watch_from)
         else:
@@ -165,16 +165,16 @@ class Registrar:
         self._watch_pending = False
         self._watch = self._connection.watch_key(self.key, start_revision, self._on_key_event)
 
-    def _on_key_event(self, response: Any) -> None:
+    def _on_key_event(self, item: WatchBatch | EtcdError) -> None:
         """Runs on the etcd watcher thread: only flag and wake, never call etcd here."""
         if self._closing:
             return
-        if isinstance(response, Exception):
+        if isinstance(item, EtcdError):
             self._watch_broken = True
             self._wake()
             return
-        for event in events_of(response):
-            if is_delete_event(event):
+        for event in item.events:
+            if event.deleted:
                 log.warning("the record %s was deleted; putting it back", self.key)
                 self._key_missing = True
                 self._wake()
@@ -237,4 +237,4 @@ class Registrar:
         if not response.kvs or response.kvs[0].value != self._value:
             self._register()
         else:
-            self._watch_own_key(response.header.revision + 1)
+            self._watch_own_key(response.revision + 1)
