@@ -40,7 +40,9 @@ class EmbeddedEtcd:
     presenting ``--cert-file``/``--key-file`` as client certificate if ``--client-cert-auth`` is on).
     ``initial_cluster_token`` must be shared by the members of one cluster; by default a random
     one is made, and a new one on ``restart(wipe=True)``, so a wiped server gets a new cluster id
-    (the id is derived from the token and the peer URLs).
+    (the id is derived from the token and the peer URLs).  ``group`` runs the process with that
+    group id (as root): firewall rules can then match this member's own connections
+    (``iptables -m owner --gid-owner``), which is how the tests cut one member off its cluster.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class EmbeddedEtcd:
         initial_cluster_token: str | None = None,
         binary: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        group: int | None = None,
     ) -> None:
         if scheme not in ("http", "https"):
             raise ValueError(f"scheme must be 'http' or 'https', not {scheme!r}")
@@ -76,6 +79,7 @@ class EmbeddedEtcd:
         self.initial_cluster_token = initial_cluster_token or new_token()
         self._binary = binary
         self._ssl_context = ssl_context
+        self.group = group
         self._temp_dir: Path | None = None
         if data_dir is None:
             self._temp_dir = Path(tempfile.mkdtemp(prefix=f"hprose-cluster-etcd-{name}-"))
@@ -179,6 +183,7 @@ class EmbeddedEtcd:
                     start_new_session=True,  # own process group: no terminal signals, killpg
                     preexec_fn=die_with_parent if prctl is not None else None,
                     close_fds=True,
+                    group=self.group,
                 )
 
             try:

@@ -105,4 +105,5 @@ def add_watch(client: Any, what: str, key: str, prefix: bool, start_revision: in
     else:
         watch_id = client.add_watch_callback(key, guarded, start_revision=start_revision)
     label = client._current_endpoint_label
+    log.debug("%s: watch %s created on %s", what, watch_id, label)
     return WatchHandle(client, watch_id)
