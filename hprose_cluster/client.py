@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from typing import Any, Sequence
@@ -39,7 +40,9 @@ class ClusterClient(BaseClient):
     ``failover``: a ``FailoverPolicy``; ``idempotent=True`` is a shortcut that marks every call
     idempotent.  ``discovery``: share one started ``Discovery`` between clients of a domain (it
     is then not closed with the client).  ``ssl_context`` is used for ``https://`` servers;
-    ``full_duplex`` and ``pool_size`` for ``tcp://`` servers.
+    ``full_duplex`` and ``pool_size`` for ``tcp://`` servers.  ``snapshot_dir`` (default
+    ``$HPROSE_CLUSTER_SNAPSHOT_DIR``) keeps a copy of the domain on disk, so the client can
+    start and call while etcd cannot be reached (see ``Discovery``).
     """
 
     def __init__(self, domain: str, *, etcd: EtcdConfig | str | Sequence[str] | None = None,
@@ -47,7 +50,8 @@ class ClusterClient(BaseClient):
                  idempotent: bool | None = None, timeout: float | None = 30.0,
                  discovery: Discovery | None = None, ssl_context: Any = None,
                  full_duplex: bool = False, pool_size: int | None = None,
-                 check_interval: float = 5.0):
+                 check_interval: float = 5.0,
+                 snapshot_dir: "str | os.PathLike[str] | None" = None):
         super().__init__(timeout=timeout)
         domain = validate_domain(domain)  # a client calls one domain (Discovery(None) follows all)
         policy = failover or FailoverPolicy()
@@ -64,7 +68,8 @@ class ClusterClient(BaseClient):
         self._closed = False
         self._owns_discovery = discovery is None
         if discovery is None:
-            discovery = Discovery(domain, etcd=etcd, check_interval=check_interval).start()
+            discovery = Discovery(domain, etcd=etcd, check_interval=check_interval,
+                                  snapshot_dir=snapshot_dir).start()
         elif discovery.domain != domain:
             raise ConfigError("ClusterClient for domain %r was given the Discovery of domain %r"
                               % (domain, discovery.domain))
