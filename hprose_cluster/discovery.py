@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 from .backoff import Backoff
 from .errors import ConfigError, EtcdError
 from .etcd import (EtcdCompacted, EtcdConfig, EtcdConnection, EtcdUnavailable, WatchBatch,
-                   WatchHandle)
+                   WatchHandle, shared_connection)
 from .record import ServerInfo, validate_domain
 from .snapshot import keeper_for
 from .view import EMPTY, ServerView, parse_record
@@ -52,7 +52,8 @@ class Discovery:
     keeps it current.
 
     ``snapshot_dir`` (default ``$HPROSE_CLUSTER_SNAPSHOT_DIR``; unset: no snapshot) keeps a
-    copy of the domain on disk, used only when etcd cannot be reached at start.
+    copy of the domain on disk, used only when etcd cannot be reached at start.  Without a
+    ``connection`` it uses the process's shared one for its etcd configuration.
     """
 
     def __init__(self, domain: str | None, *,
@@ -62,7 +63,7 @@ class Discovery:
                  snapshot_dir: str | os.PathLike[str] | None = None):
         self.domain = validate_domain(domain) if domain is not None else None
         self._owns_connection = connection is None
-        self._connection = connection or EtcdConnection(EtcdConfig.coerce(etcd))
+        self._connection = connection or shared_connection(EtcdConfig.coerce(etcd))
         self.config = self._connection.config
         self.prefix = ("%s/%s/" % (self.config.prefix, self.domain) if self.domain is not None
                        else "%s/" % self.config.prefix)

@@ -2,10 +2,14 @@
 
 A Registrar grants a lease, puts the record on it, refreshes the lease every heartbeat, and
 watches its own key.  The registrars of one ``EtcdConnection`` run on the few threads of one
-``StepScheduler``, not on a thread each.  A registrar never gives up: a lost lease (TTL 0 in a
-refresh reply, or no successful refresh for a whole TTL), a deleted key, an etcd restarted on
-the same or an empty data dir, or etcd unreachable for minutes all end with the record back
-in etcd, retried with jittered exponential backoff capped at ``max_backoff`` seconds.
+``StepScheduler``, not on a thread each; a registrar given no connection uses the process's
+shared one for its configuration, so every server of a process shares them.
+
+A registrar never gives up: a lost lease (TTL 0 in a refresh reply, or no successful refresh
+for a whole TTL), a deleted key, an etcd restarted on the same or an empty data dir, or etcd
+unreachable for minutes all end with the record back in etcd, retried with jittered
+exponential backoff capped at ``max_backoff`` seconds.  A refresh refused by a member without
+a leader goes to another member at once (``EtcdConnection.call``).
 ``close()`` revokes the lease, so the record disappears at once.
 
 It knows nothing about hprose: ``Registrar(ServerInfo(domain, url), etcd=...)`` registers any
@@ -21,7 +25,7 @@ from typing import Any, Sequence
 
 from .backoff import Backoff
 from .errors import ConfigError, EtcdError, RegistrationError
-from .etcd import EtcdConfig, EtcdConnection, WatchBatch, WatchHandle
+from .etcd import EtcdConfig, EtcdConnection, WatchBatch, WatchHandle, shared_connection
 from .record import ServerInfo
 from .scheduler import StepScheduler, Task, scheduler_for
 
@@ -48,7 +52,7 @@ class Registrar:
         self.ttl = ttl
         self.heartbeat = heartbeat
         self._owns_connection = connection is None
-        self._connection = connection or EtcdConnection(EtcdConfig.coerce(etcd))
+        self._connection = connection or shared_connection(EtcdConfig.coerce(etcd))
         self.config = self._connection.config
         self.key = info.key(self.config.prefix)
         self._value = info.to_json()

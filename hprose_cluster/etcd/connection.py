@@ -183,7 +183,12 @@ class EtcdConnection:
     def on_any_endpoint(self, step: Callable[[], T]) -> T:
         """Run ``step`` (which calls etcd), trying once per endpoint: a call to a dead member
         marks it failed and the next call goes to another one, so a dead member in the list
-        does not fail a server's or a client's start.  The last failure is raised."""
+        does not fail a server's or a client's start.  The last failure is raised.
+
+        A start is a real attempt: endpoints that etcd3 marked failed in the last second
+        (this connection is shared, and was failing while etcd restarted) are tried anyway,
+        as a connection made afresh would."""
+        self._forgive_if_all_failed()
         for attempt in range(len(self.config.endpoints)):
             try:
                 return step()
@@ -191,6 +196,16 @@ class EtcdConnection:
                 if attempt == len(self.config.endpoints) - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _forgive_if_all_failed(self) -> None:
+        with self._lock:
+            client = self._client
+        if client is None:
+            return
+        endpoints = list(client.endpoints.values())
+        if all(endpoint.is_failed() for endpoint in endpoints):
+            for endpoint in endpoints:
+                endpoint.last_failed = 0
 
     # --- the operations we use ------------------------------------------------------------
 
