@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from hprose.common import HproseException
 
@@ -29,6 +29,18 @@ from .selector import Selector, make_selector
 from .transport import BaseClient, Transport, open_transport
 
 log = logging.getLogger("hprose_cluster.client")
+
+
+def _skipped_note(skipped: Mapping[str, str], shown: int = 3) -> str:
+    """The records of the domain this client cannot use, for a "no server" error: how many,
+    and why (each reason names its record), the first few of them."""
+    if not skipped:
+        return ""
+    reasons = [skipped[key] for key in sorted(skipped)]
+    more = len(reasons) - shown
+    return "; %d record%s skipped: %s%s" % (
+        len(reasons), "" if len(reasons) == 1 else "s", "; ".join(reasons[:shown]),
+        "; and %d more" % more if more > 0 else "")
 
 
 class ClusterClient(BaseClient):
@@ -152,12 +164,12 @@ class ClusterClient(BaseClient):
 
     def _no_server(self, name: str, failures: list[tuple[ServerInfo, TransportError]]) -> NoServerAvailable:
         where = "domain %r (etcd %s)" % (self.domain, self.discovery.config.describe())
+        skipped = _skipped_note(self.discovery.view.skipped)
         if not failures:
-            error = NoServerAvailable("no server available for %s in %s" % (name, where))
-            return error
+            return NoServerAvailable("no server available for %s in %s%s" % (name, where, skipped))
         tried = "; ".join("%s: %s" % (server.url, error) for server, error in failures)
-        error = NoServerAvailable("call %s failed on every server tried in %s: %s"
-                                  % (name, where, tried))
+        error = NoServerAvailable("call %s failed on every server tried in %s: %s%s"
+                                  % (name, where, tried, skipped))
         error.__cause__ = failures[-1][1]
         return error
 
