@@ -46,11 +46,15 @@ log = logging.getLogger("hprose_cluster.etcd")
 # gRPC's own reconnect backoff grows to 120 s while etcd is unreachable, so after a long
 # outage a channel could wait minutes before it even tries the returned server.  Capped at 1 s,
 # registrations and watches are back about a second after etcd answers again.
+# "min_reconnect_backoff" is gRPC's minimum *connect timeout*, not a backoff: at 100 ms a
+# connection attempt to an etcd slowed by a busy machine gave up ("connection attempt timed
+# out before receiving SETTINGS frame") and the request failed at once; it gets 5 s now (a
+# refused connection still fails at once, and is retried after the short backoff).
 # gRPC also shares subchannels between channels of one process by default: a new connection
 # (a server starting right after etcd came back) would inherit a subchannel still waiting out
 # its backoff and fail at once with UNAVAILABLE.  Each of our channels owns its subchannels.
 _CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100),
-                    ("grpc.min_reconnect_backoff_ms", 100),
+                    ("grpc.min_reconnect_backoff_ms", 5000),
                     ("grpc.max_reconnect_backoff_ms", 1000),
                     ("grpc.use_local_subchannel_pool", 1)]
 
