@@ -62,9 +62,14 @@ class Discovery:
                  max_backoff: float = 3.0,
                  snapshot_dir: str | os.PathLike[str] | None = None):
         self.domain = validate_domain(domain) if domain is not None else None
+        self.config = connection.config if connection is not None else EtcdConfig.coerce(etcd)
+        if self.domain is None and snapshot_dir is not None:
+            raise ConfigError("snapshot_dir needs a domain: Discovery(None) follows every "
+                              "domain and keeps no snapshot")
+        self._snapshot = (keeper_for(snapshot_dir, self.config.prefix, self.domain,
+                                     self.config.describe()) if self.domain else None)
         self._owns_connection = connection is None
-        self._connection = connection or shared_connection(EtcdConfig.coerce(etcd))
-        self.config = self._connection.config
+        self._connection = connection or shared_connection(self.config)
         self.prefix = ("%s/%s/" % (self.config.prefix, self.domain) if self.domain is not None
                        else "%s/" % self.config.prefix)
         self._what = ("domain %r" % self.domain if self.domain is not None
@@ -81,11 +86,6 @@ class Discovery:
         self._applied_revision = 0   # events at or below this are already in the view
         self._cluster_id: int | None = None
         self._skipped: dict[str, str] = {}  # keys whose value is not a usable record: why
-        if self.domain is None and snapshot_dir is not None:
-            raise ConfigError("snapshot_dir needs a domain: Discovery(None) follows every "
-                              "domain and keeps no snapshot")
-        self._snapshot = (keeper_for(snapshot_dir, self.config.prefix, self.domain,
-                                     self.config.describe()) if self.domain else None)
         self._needs_resync = False
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -108,10 +108,11 @@ class Discovery:
             if not self._start_from_snapshot(error):
                 self._shutdown_connection()
                 note = self._snapshot.note if self._snapshot is not None else ""
-                raise EtcdError("cannot follow %s: %s%s" % (self._what, error, note)) from error
+                raise type(error)("cannot follow %s: %s%s" % (self._what, error, note)) \
+                    from error
         except EtcdError as error:
             self._shutdown_connection()
-            raise EtcdError("cannot follow %s: %s" % (self._what, error)) from error
+            raise type(error)("cannot follow %s: %s" % (self._what, error)) from error
         else:
             self._flush_snapshot(force=True)
         self._thread = threading.Thread(target=self._run, daemon=True,

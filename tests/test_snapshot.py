@@ -13,7 +13,7 @@ import pytest
 from hprose_cluster import ClusterClient, Discovery, EtcdConfig, EtcdError, ServerInfo
 from hprose_cluster.demo import make_server
 from hprose_cluster.embedded import free_port
-from hprose_cluster.etcd import EtcdConnection
+from hprose_cluster.etcd import EtcdConnection, EtcdUnavailable
 from hprose_cluster.snapshot import ENV_SNAPSHOT_DIR, DomainSnapshot
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,7 +45,7 @@ def test_a_client_starts_from_the_snapshot_while_etcd_is_down_and_follows_etcd_a
 
         etcd.kill()
         doomed.stop(drain_timeout=1)  # leaves while etcd is down: its record stays in etcd
-        with pytest.raises(EtcdError):  # no snapshot: no start, as before
+        with pytest.raises(EtcdUnavailable):  # no snapshot: no start, as before
             ClusterClient(domain, etcd=config)
 
         with ClusterClient(domain, etcd=config, snapshot_dir=tmp_path, idempotent=True,
