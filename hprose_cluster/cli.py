@@ -29,7 +29,7 @@ from . import top
 from .discovery import Discovery
 from .errors import ConfigError, HproseClusterError
 from .etcd import (ENV_CA, ENV_CERT, ENV_ENDPOINTS, ENV_KEY, ENV_PASSWORD, ENV_PREFIX, ENV_USER,
-                   EtcdConfig, EtcdConnection)
+                   EtcdConfig, EtcdConnection, KeyValue)
 from .record import RecordError, ServerInfo, unix_socket_path, validate_domain, validate_uuid
 
 PROG = "hprose-cluster"
@@ -133,7 +133,7 @@ def _split_key(prefix: str, key: str) -> tuple[str, str]:
     return domain, uuid
 
 
-def _entry(connection: EtcdConnection, kv: Any) -> dict[str, Any]:
+def _entry(connection: EtcdConnection, kv: KeyValue) -> dict[str, Any]:
     """One stored record with its etcd metadata, as ``get --json`` and ``ls DOMAIN --json``
     print it.  ``ttl`` is the seconds left on the lease (None: no lease; -1: lease gone)."""
     raw = kv.value.decode("utf-8", "replace")
@@ -141,9 +141,9 @@ def _entry(connection: EtcdConnection, kv: Any) -> dict[str, Any]:
         value: Any = json.loads(raw)
     except ValueError:
         value = raw
-    lease = int(getattr(kv, "lease", 0) or 0)
+    lease = kv.lease
     ttl = connection.lease_ttl(lease) if lease else None
-    return {"key": kv.key.decode("utf-8", "replace"), "lease": lease, "ttl": ttl,
+    return {"key": kv.key, "lease": lease, "ttl": ttl,
             "mod_revision": kv.mod_revision, "value": value}
 
 
@@ -157,7 +157,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         response = connection.get_prefix(config.prefix + "/")
     counts: dict[str, list[int]] = {}
     for kv in response.kvs:
-        key = kv.key.decode("utf-8", "replace")
+        key = kv.key
         domain, _ = _split_key(config.prefix, key)
         servers_skipped = counts.setdefault(domain, [0, 0])
         try:
@@ -188,7 +188,7 @@ def _ls_domain(args: argparse.Namespace, config: EtcdConfig, domain: str) -> int
     with EtcdConnection(config) as connection:
         response = connection.get_prefix(prefix)
         for kv in response.kvs:
-            key = kv.key.decode("utf-8", "replace")
+            key = kv.key
             try:
                 info = ServerInfo.from_json(kv.value, key)
             except RecordError as error:

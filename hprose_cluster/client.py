@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from hprose.common import HproseException
 
@@ -35,6 +36,18 @@ RETIRE_GRACE = 60.0
 """Seconds a retired transport's busy connections may stay open for their calls."""
 
 
+def _skipped_note(skipped: Mapping[str, str], shown: int = 3) -> str:
+    """The records of the domain this client cannot use, for a "no server" error: how many,
+    and why (each reason names its record), the first few of them."""
+    if not skipped:
+        return ""
+    reasons = [skipped[key] for key in sorted(skipped)]
+    more = len(reasons) - shown
+    return "; %d record%s skipped: %s%s" % (
+        len(reasons), "" if len(reasons) == 1 else "s", "; ".join(reasons[:shown]),
+        "; and %d more" % more if more > 0 else "")
+
+
 class ClusterClient(BaseClient):
     """An hprose client for every server of ``domain``.
 
@@ -48,6 +61,8 @@ class ClusterClient(BaseClient):
     system's trust store); ``tcp_tls=True`` uses TLS for the domain's plain ``tcp://``
     servers too (what a Go client does with a TLS config; servers that Go clients also call
     advertise ``tcp://``).  ``full_duplex`` and ``pool_size`` are for TCP servers.
+    ``snapshot_dir`` (default ``$HPROSE_CLUSTER_SNAPSHOT_DIR``) keeps a copy of the domain on disk, so the client can
+    start and call while etcd cannot be reached (see ``Discovery``).
     """
 
     def __init__(self, domain: str, *, etcd: EtcdConfig | str | Sequence[str] | None = None,
@@ -55,7 +70,8 @@ class ClusterClient(BaseClient):
                  idempotent: bool | None = None, timeout: float | None = 30.0,
                  discovery: Discovery | None = None, ssl_context: Any = None,
                  full_duplex: bool = False, pool_size: int | None = None,
-                 tcp_tls: bool = False, check_interval: float = 5.0):
+                 tcp_tls: bool = False, check_interval: float = 5.0,
+                 snapshot_dir: "str | os.PathLike[str] | None" = None):
         super().__init__(timeout=timeout)
         domain = validate_domain(domain)  # a client calls one domain (Discovery(None) follows all)
         policy = failover or FailoverPolicy()
@@ -73,7 +89,8 @@ class ClusterClient(BaseClient):
         self._closed = False
         self._owns_discovery = discovery is None
         if discovery is None:
-            discovery = Discovery(domain, etcd=etcd, check_interval=check_interval).start()
+            discovery = Discovery(domain, etcd=etcd, check_interval=check_interval,
+                                  snapshot_dir=snapshot_dir).start()
         elif discovery.domain != domain:
             raise ConfigError("ClusterClient for domain %r was given the Discovery of domain %r"
                               % (domain, discovery.domain))
@@ -202,10 +219,12 @@ class ClusterClient(BaseClient):
                            url=failures[-1][0].url, sent=any(e.sent for _, e in failures))
 
     def _no_server(self, name: str, failures: list[tuple[ServerInfo, TransportError]]) -> NoServerAvailable:
+        skipped = _skipped_note(self.discovery.view.skipped)
         if not failures:
-            return NoServerAvailable("no server available for %s in %s" % (name, self._where()))
-        error = NoServerAvailable("call %s failed on every server tried in %s: %s"
-                                  % (name, self._where(), self._attempts(failures)))
+            return NoServerAvailable("no server available for %s in %s%s"
+                                     % (name, self._where(), skipped))
+        error = NoServerAvailable("call %s failed on every server tried in %s: %s%s"
+                                  % (name, self._where(), self._attempts(failures), skipped))
         error.__cause__ = failures[-1][1]
         return error
 

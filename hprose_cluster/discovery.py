@@ -9,7 +9,15 @@ and can go silently stale (ETCD.md item 5), so a named daemon thread owns the vi
   prefix and diffs it against the view, so listeners see exactly the real adds and removes;
 - every ``check_interval`` seconds makes one cheap read inside the prefix (a count) that catches
   a watch waiting forever on a replaced cluster, or a count that disagrees with the view;
-- keeps the last known list while etcd is unreachable: an outage never empties the view.
+- keeps the last known list while etcd is unreachable: an outage never empties the view;
+- moves to another member when its member loses its leader (every watch and read requires one,
+  see ``etcd/connection.py``), resuming from the last applied revision;
+- with a snapshot directory, keeps a copy of the domain on disk and starts from it when etcd
+  cannot be reached at start (``snapshot.py``).
+
+Records that are not usable (invalid, or a scheme this client does not speak) are skipped, each
+named once per process in the log, and listed in the view's ``skipped`` so a call that finds
+no server can say what was there.
 
 Reads (``servers()``, ``view``) take no lock: the view is an immutable snapshot swapped whole.
 It knows nothing about hprose.
@@ -18,86 +26,58 @@ It knows nothing about hprose.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from . import metrics
 from .backoff import Backoff
-from .errors import EtcdError
-from .etcd import (EtcdConfig, EtcdConnection, WatchHandle, events_of, header_of, is_compacted,
-                   is_put_event)
-from .record import RecordError, ServerInfo, validate_domain
+from .errors import ConfigError, EtcdError
+from .etcd import (EtcdCompacted, EtcdConfig, EtcdConnection, EtcdUnavailable, WatchBatch,
+                   WatchHandle, shared_connection)
+from .record import ServerInfo, validate_domain
+from .snapshot import keeper_for
+from .view import EMPTY, ServerView, parse_record
+
+__all__ = ["Discovery", "Listener", "ServerView"]
 
 log = logging.getLogger("hprose_cluster.discovery")
 
 Listener = Callable[[list[ServerInfo], list[ServerInfo]], None]
 
-
-class ServerView:
-    """An immutable snapshot of a domain: servers in key order, indexed by etcd key and UUID
-    (within one domain the UUID is the last segment of the key, so both are unique).
-
-    The ordered tuple and the UUID index are built on first use: a burst of registrations
-    makes a view per watch response, and only the ones a caller looks at need them.
-    """
-
-    __slots__ = ("by_key", "revision", "_servers", "_by_uuid")
-
-    def __init__(self, by_key: Mapping[str, ServerInfo], revision: int = 0):
-        self.by_key = dict(by_key)
-        self.revision = revision
-        self._servers: tuple[ServerInfo, ...] | None = None
-        self._by_uuid: dict[str, ServerInfo] | None = None
-
-    @property
-    def servers(self) -> tuple[ServerInfo, ...]:
-        servers = self._servers
-        if servers is None:  # two threads may both build it: the same value either way
-            servers = self._servers = tuple(self.by_key[k] for k in sorted(self.by_key))
-        return servers
-
-    @property
-    def by_uuid(self) -> dict[str, ServerInfo]:
-        by_uuid = self._by_uuid
-        if by_uuid is None:
-            by_uuid = self._by_uuid = {server.uuid: server for server in self.by_key.values()}
-        return by_uuid
-
-    def __len__(self) -> int:
-        return len(self.by_key)
-
-    def __iter__(self) -> Iterator[ServerInfo]:
-        return iter(self.servers)
-
-    def __contains__(self, uuid: object) -> bool:
-        return uuid in self.by_uuid
-
-
-_EMPTY = ServerView({})
-
-
 class Discovery:
     """Follows one domain (or, with ``domain=None``, every domain under the prefix, as the
     ``hprose-cluster watch`` command does); ``start()`` reads it, then a background thread
-    keeps it current."""
+    keeps it current.
+
+    ``snapshot_dir`` (default ``$HPROSE_CLUSTER_SNAPSHOT_DIR``; unset: no snapshot) keeps a
+    copy of the domain on disk, used only when etcd cannot be reached at start.  Without a
+    ``connection`` it uses the process's shared one for its etcd configuration.
+    """
 
     def __init__(self, domain: str | None, *,
                  etcd: EtcdConfig | str | Sequence[str] | None = None,
                  connection: EtcdConnection | None = None, check_interval: float = 5.0,
-                 max_backoff: float = 3.0):
+                 max_backoff: float = 3.0,
+                 snapshot_dir: str | os.PathLike[str] | None = None):
         self.domain = validate_domain(domain) if domain is not None else None
+        self.config = connection.config if connection is not None else EtcdConfig.coerce(etcd)
+        if self.domain is None and snapshot_dir is not None:
+            raise ConfigError("snapshot_dir needs a domain: Discovery(None) follows every "
+                              "domain and keeps no snapshot")
+        self._snapshot = (keeper_for(snapshot_dir, self.config.prefix, self.domain,
+                                     self.config.describe()) if self.domain else None)
         self._owns_connection = connection is None
-        self._connection = connection or EtcdConnection(EtcdConfig.coerce(etcd))
-        self.config = self._connection.config
+        self._connection = connection or shared_connection(self.config)
         self.prefix = ("%s/%s/" % (self.config.prefix, self.domain) if self.domain is not None
                        else "%s/" % self.config.prefix)
         self._what = ("domain %r" % self.domain if self.domain is not None
                       else "every domain under %r" % self.prefix)
         self.check_interval = check_interval
         self._backoff = Backoff(base=min(0.05, max_backoff), cap=max_backoff)
-        self._view = _EMPTY
+        self._view = EMPTY
         self._listeners: list[Listener] = []
         self._changed = threading.Condition()
         self._events: queue.Queue[Any] = queue.Queue()
@@ -106,8 +86,7 @@ class Discovery:
         self._next_revision = 0      # where a new watch starts: last applied mod_revision + 1
         self._applied_revision = 0   # events at or below this are already in the view
         self._cluster_id: int | None = None
-        self._warned: set[tuple[str, int]] = set()
-        self._skipped: set[str] = set()  # keys in the prefix whose value is not a valid record
+        self._skipped: dict[str, str] = {}  # keys whose value is not a usable record: why
         self._needs_resync = False
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -117,7 +96,8 @@ class Discovery:
     # --- public ---------------------------------------------------------------------------
 
     def start(self) -> "Discovery":
-        """Read the domain once (EtcdError if etcd cannot be reached), then watch it."""
+        """Read the domain once, then watch it.  If etcd cannot be reached: start from the
+        snapshot if there is one, else raise EtcdError."""
         if self._thread is not None:
             return self
         def first_read() -> None:
@@ -126,9 +106,17 @@ class Discovery:
 
         try:
             self._connection.on_any_endpoint(first_read)
+        except EtcdUnavailable as error:
+            if not self._start_from_snapshot(error):
+                self._shutdown_connection()
+                note = self._snapshot.note if self._snapshot is not None else ""
+                raise type(error)("cannot follow %s: %s%s" % (self._what, error, note)) \
+                    from error
         except EtcdError as error:
             self._shutdown_connection()
-            raise EtcdError("cannot follow %s: %s" % (self._what, error)) from error
+            raise type(error)("cannot follow %s: %s" % (self._what, error)) from error
+        else:
+            self._flush_snapshot(force=True)
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name="hprose-cluster-discovery-%s" % (self.domain or "*"))
         self._thread.start()
@@ -137,6 +125,11 @@ class Discovery:
     @property
     def view(self) -> ServerView:
         return self._view
+
+    @property
+    def from_snapshot(self) -> bool:
+        """True while the view comes from the snapshot file (etcd not reached yet)."""
+        return self._view.from_snapshot
 
     def servers(self) -> tuple[ServerInfo, ...]:
         """The current servers of the domain (a snapshot; no etcd round trip)."""
@@ -166,6 +159,7 @@ class Discovery:
         self._events.put(None)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(self.config.timeout * 2)
+        self._flush_snapshot(force=True)
         self._shutdown_connection()
 
     def __enter__(self) -> "Discovery":
@@ -176,18 +170,11 @@ class Discovery:
 
     # --- the view -------------------------------------------------------------------------
 
-    def _parse(self, key: str, value: bytes, revision: int) -> ServerInfo | None:
-        try:
-            return ServerInfo.from_json(value, key)
-        except RecordError as error:
-            if (key, revision) not in self._warned:
-                self._warned.add((key, revision))
-                log.warning("skipping a record of %s: %s", self._what, error)
-            return None
-
-    def _publish(self, by_key: dict[str, ServerInfo], changed: Iterable[str] | None = None) -> None:
+    def _publish(self, by_key: dict[str, ServerInfo], changed: Iterable[str] | None = None,
+                 force: bool = False) -> None:
         """Swap in a new view and tell listeners exactly what changed (``changed``: the only
-        keys that may differ from the current view; None compares them all)."""
+        keys that may differ from the current view; None compares them all).  ``force``
+        swaps it in even if no server changed (to replace a view from the snapshot)."""
         old = self._view.by_key
         if changed is None:
             changed = set(old) | set(by_key)
@@ -199,11 +186,13 @@ class Discovery:
                     added.append(after)
                 if before is not None:
                     removed.append(before)
-        if not added and not removed:
+        if not added and not removed and not force and self._skipped == self._view.skipped:
             return
         with self._changed:
-            self._view = ServerView(by_key, self._applied_revision)
+            self._view = ServerView(by_key, self._applied_revision, skipped=self._skipped)
             self._changed.notify_all()
+        if self._snapshot is not None and (added or removed or force):
+            self._snapshot.changed()
         for listener in list(self._listeners):
             try:
                 listener(added, removed)
@@ -214,18 +203,15 @@ class Discovery:
         """Read the whole prefix and make the view equal to it."""
         response = self._connection.get_prefix(self.prefix)
         self._metrics.heard(resync=not initial)
-        revision, cluster_id = header_of(response)
+        revision, cluster_id = response.revision, response.cluster_id
         replaced = (self._cluster_id is not None and cluster_id != self._cluster_id) \
             or revision < self._applied_revision
         by_key: dict[str, ServerInfo] = {}
-        skipped: set[str] = set()
+        skipped: dict[str, str] = {}
         for kv in response.kvs:
-            key = kv.key.decode("utf-8", "replace")
-            info = self._parse(key, kv.value, kv.mod_revision)
-            if info is None:
-                skipped.add(key)
-            else:
-                by_key[key] = info
+            info = parse_record(kv.key, kv.value, skipped)
+            if info is not None:
+                by_key[kv.key] = info
         self._skipped = skipped
         self._cluster_id = cluster_id
         self._applied_revision = revision
@@ -235,7 +221,13 @@ class Discovery:
             self.resyncs += 1
             log.info("resynced %s at revision %d (%d servers%s)", self._what, revision,
                      len(by_key), ", etcd was replaced" if replaced else "")
-        self._publish(by_key)
+        was_snapshot = self._view.from_snapshot
+        self._publish(by_key, force=was_snapshot)
+        if was_snapshot:
+            log.info("%s: etcd answered; the view from the snapshot is replaced (%d servers)",
+                     self._what, len(by_key))
+        if self._snapshot is not None:
+            self._snapshot.changed()  # a full read: the file must agree with etcd now
         if replaced:
             self._restart_watch()
 
@@ -262,12 +254,12 @@ class Discovery:
         if by_key is not None:
             self._publish(by_key, changed)
 
-    def _apply(self, response: Any, by_key: dict[str, ServerInfo] | None,
+    def _apply(self, batch: WatchBatch, by_key: dict[str, ServerInfo] | None,
                changed: set[str]) -> dict[str, ServerInfo] | None:
         """Apply one watch response to ``by_key`` (a working copy of the view, made on the
         first change) and note the keys it touches in ``changed``; returns ``by_key``."""
         self._metrics.heard()
-        _, cluster_id = header_of(response)
+        cluster_id = batch.cluster_id
         if self._cluster_id is not None and cluster_id and cluster_id != self._cluster_id:
             self._restart_watch(resync=True)
             return by_key
@@ -275,7 +267,7 @@ class Discovery:
         # response: compare with the revision applied *before* this response, or all but the
         # first event of a multi-put transaction would be dropped until the next resync.
         applied = self._applied_revision
-        for event in events_of(response):
+        for event in batch.events:
             revision = event.mod_revision
             self._next_revision = max(self._next_revision, revision + 1)
             if revision <= applied:
@@ -283,25 +275,24 @@ class Discovery:
             self._applied_revision = max(self._applied_revision, revision)
             if by_key is None:
                 by_key = dict(self._view.by_key)
-            key = event.key.decode("utf-8", "replace")
+            key = event.key
             changed.add(key)
-            put = is_put_event(event)
-            info = self._parse(key, event.value, revision) if put else None
+            if event.deleted:
+                self._skipped.pop(key, None)
+                info = None
+            else:
+                info = parse_record(key, event.value, self._skipped)
             if info is None:
                 by_key.pop(key, None)
             else:
                 by_key[key] = info
-            if put and info is None:
-                self._skipped.add(key)
-            else:
-                self._skipped.discard(key)
         return by_key
 
     # --- the watch ------------------------------------------------------------------------
 
-    def _on_watch(self, response: Any) -> None:
+    def _on_watch(self, item: WatchBatch | EtcdError) -> None:
         """Runs on the etcd watcher thread: hand over, never call etcd here."""
-        self._events.put(response)
+        self._events.put(item)
 
     def _start_watch(self) -> None:
         self._watch_generation = self._connection.generation
@@ -325,16 +316,15 @@ class Discovery:
                 return
         try:
             self._start_watch()
-        except EtcdError as error:
-            if "compact" in str(error).lower():
-                self._needs_resync = True
+        except EtcdCompacted:
+            self._needs_resync = True
             raise
 
     def _check(self) -> None:
         """The periodic cheap read: catches a replaced cluster or a silently missed event."""
         response = self._connection.get_prefix(self.prefix, count_only=True)
         self._metrics.heard()
-        revision, cluster_id = header_of(response)
+        revision, cluster_id = response.revision, response.cluster_id
         if cluster_id != self._cluster_id or revision < self._applied_revision:
             log.warning("etcd behind %s was replaced (cluster id or revision changed); "
                         "re-reading %s", self.config.describe(), self._what)
@@ -353,6 +343,8 @@ class Discovery:
             wait = next_check - now
             if self._watch is None:
                 wait = min(wait, retry_at - now)
+            if self._snapshot is not None and self._snapshot.due is not None:
+                wait = min(wait, self._snapshot.due - now)
             try:
                 item = self._events.get(timeout=max(0.0, wait))
             except queue.Empty:
@@ -362,6 +354,7 @@ class Discovery:
             try:
                 if item is not None:
                     self._apply_queued(item)
+                self._flush_snapshot()
                 # Errors of a dropped watch keep arriving while etcd is away: they must not
                 # make us retry faster than the backoff allows.
                 if self._watch is None and time.monotonic() >= retry_at:
@@ -391,13 +384,38 @@ class Discovery:
         if self._watch is None:
             return  # an error of a watch we already dropped
         self._metrics.watch_broke()
-        compacted = is_compacted(error)
+        compacted = isinstance(error, EtcdCompacted)
         log.warning("watch of %s broke (%s); %s", self._what,
                     "compacted" if compacted else (str(error) or type(error).__name__),
                     "re-reading" if compacted else "watching again from revision %d"
                     % self._next_revision)
         self._watch = None
         self._needs_resync = compacted or self._needs_resync
+
+    # --- the snapshot ---------------------------------------------------------------------
+
+    def _start_from_snapshot(self, error: EtcdError) -> bool:
+        """etcd cannot be reached at start: take the view from the snapshot, if one is
+        usable; the discovery thread replaces it as soon as etcd answers."""
+        loaded = self._snapshot.load_at_start(self._what, error) if self._snapshot else None
+        if loaded is None:
+            return False
+        by_key = {server.key(self.config.prefix): server for server in loaded.servers}
+        with self._changed:
+            self._view = ServerView(by_key, 0, from_snapshot=True)
+            self._changed.notify_all()
+        for listener in list(self._listeners):
+            try:
+                listener(list(self._view.servers), [])
+            except Exception:
+                log.exception("a listener of %s failed", self._what)
+        self._needs_resync = True  # the thread's first repair reads etcd
+        return True
+
+    def _flush_snapshot(self, force: bool = False) -> None:
+        view = self._view
+        if self._snapshot is not None and not view.from_snapshot:
+            self._snapshot.flush(view.servers, view.revision, force)
 
     def _shutdown_connection(self) -> None:
         if self._watch is not None:

@@ -2,10 +2,14 @@
 
 A Registrar grants a lease, puts the record on it, refreshes the lease every heartbeat, and
 watches its own key.  The registrars of one ``EtcdConnection`` run on the few threads of one
-``StepScheduler``, not on a thread each.  A registrar never gives up: a lost lease (TTL 0 in a
-refresh reply, or no successful refresh for a whole TTL), a deleted key, an etcd restarted on
-the same or an empty data dir, or etcd unreachable for minutes all end with the record back
-in etcd, retried with jittered exponential backoff capped at ``max_backoff`` seconds.
+``StepScheduler``, not on a thread each; a registrar given no connection uses the process's
+shared one for its configuration, so every server of a process shares them.
+
+A registrar never gives up: a lost lease (TTL 0 in a refresh reply, or no successful refresh
+for a whole TTL), a deleted key, an etcd restarted on the same or an empty data dir, or etcd
+unreachable for minutes all end with the record back in etcd, retried with jittered
+exponential backoff capped at ``max_backoff`` seconds.  A refresh refused by a member without
+a leader goes to another member at once (``EtcdConnection.call``).
 ``close()`` revokes the lease, so the record disappears at once.
 
 It knows nothing about hprose: ``Registrar(ServerInfo(domain, url), etcd=...)`` registers any
@@ -22,7 +26,7 @@ from typing import Any, Sequence
 from . import metrics
 from .backoff import Backoff
 from .errors import ConfigError, EtcdError, RegistrationError
-from .etcd import EtcdConfig, EtcdConnection, WatchHandle, events_of, is_delete_event
+from .etcd import EtcdConfig, EtcdConnection, WatchBatch, WatchHandle, shared_connection
 from .record import ServerInfo
 from .scheduler import StepScheduler, Task, scheduler_for
 
@@ -49,7 +53,7 @@ class Registrar:
         self.ttl = ttl
         self.heartbeat = heartbeat
         self._owns_connection = connection is None
-        self._connection = connection or EtcdConnection(EtcdConfig.coerce(etcd))
+        self._connection = connection or shared_connection(EtcdConfig.coerce(etcd))
         self.config = self._connection.config
         self.key = info.key(self.config.prefix)
         self._value = info.to_json()
@@ -149,13 +153,13 @@ class Registrar:
             self._lease_id = None
         if self._lease_id is None:
             self._lease_id = connection.grant(self.ttl)
-        response = connection.put(self.key, self._value, self._lease_id)
+        revision = connection.put(self.key, self._value, self._lease_id)
         self._last_refresh = time.monotonic()
         self._key_missing = False
         self.registrations += 1
         self._metrics.registered()
         log.info("registered %s -> %s (lease %x)", self.key, self.info.url, self._lease_id)
-        self._watch_from = response.header.revision + 1
+        self._watch_from = revision + 1
         if watch:
             self._watch_own_key(self._watch_from)
         else:
@@ -169,16 +173,16 @@ class Registrar:
         self._watch_pending = False
         self._watch = self._connection.watch_key(self.key, start_revision, self._on_key_event)
 
-    def _on_key_event(self, response: Any) -> None:
+    def _on_key_event(self, item: WatchBatch | EtcdError) -> None:
         """Runs on the etcd watcher thread: only flag and wake, never call etcd here."""
         if self._closing:
             return
-        if isinstance(response, Exception):
+        if isinstance(item, EtcdError):
             self._watch_broken = True
             self._wake()
             return
-        for event in events_of(response):
-            if is_delete_event(event):
+        for event in item.events:
+            if event.deleted:
                 log.warning("the record %s was deleted; putting it back", self.key)
                 self._key_missing = True
                 self._wake()
@@ -243,4 +247,4 @@ class Registrar:
         if not response.kvs or response.kvs[0].value != self._value:
             self._register()
         else:
-            self._watch_own_key(response.header.revision + 1)
+            self._watch_own_key(response.revision + 1)

@@ -98,7 +98,7 @@ class Sampler:
         response = self.connection.get_prefix(self.prefix)
         records = []
         for kv in response.kvs:
-            key = kv.key.decode("utf-8", "replace")
+            key = kv.key
             try:
                 info = ServerInfo.from_json(kv.value, key)
             except RecordError as error:
@@ -106,7 +106,7 @@ class Sampler:
                     self._warned.add(key)
                     log.warning("skipping %s", error)
                 continue
-            lease = int(getattr(kv, "lease", 0) or 0)
+            lease = kv.lease
             ttl = self.connection.lease_ttl(lease) if lease else None
             records.append((info, metrics_url(info), ttl))
         records.sort(key=lambda r: (r[0].domain, r[0].url, r[0].uuid))

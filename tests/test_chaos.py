@@ -39,7 +39,7 @@ def etcd_urls(endpoints: str, domain: str) -> set[str]:
     """The server URLs etcd holds for ``domain`` right now (a fresh connection each time)."""
     with EtcdConnection(EtcdConfig(endpoints, timeout=2.0)) as connection:
         response = connection.get_prefix("hprose-service/%s/" % domain)
-        return {ServerInfo.from_json(kv.value, kv.key.decode()).url for kv in response.kvs}
+        return {ServerInfo.from_json(kv.value, kv.key).url for kv in response.kvs}
 
 
 def client_urls(client: ClusterClient) -> set[str]:
@@ -267,7 +267,7 @@ def test_e_compaction_while_the_watcher_is_cut_off_is_repaired_by_a_resync(
                                       TTL + 2)
                     for i in range(20):
                         direct.put("unrelated/%d" % i, b"x")
-                    revision = direct.get_prefix("unrelated/").header.revision
+                    revision = direct.get_prefix("unrelated/").revision
                     direct.compact(revision)
                 assert victim.url in client_urls(client)  # really cut off: still stale
                 proxy.restore()

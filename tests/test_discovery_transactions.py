@@ -21,10 +21,7 @@ def test_a_transaction_of_many_puts_and_its_lease_revoke_reach_the_view(etcd, do
     with EtcdConnection(config) as connection, \
             Discovery(domain, etcd=config, check_interval=600) as discovery:
         lease = connection.grant(30)
-        connection.call("txn", lambda c: c.transaction(
-            compare=[], failure=[],
-            success=[c.transactions.put(i.key(config.prefix), i.to_json(), lease=lease)
-                     for i in infos]))
+        connection.put_many([(i.key(config.prefix), i.to_json()) for i in infos], lease)
         assert discovery.wait_for(lambda view: len(view) == 50, timeout=5), len(discovery.view)
         assert {s.uuid for s in discovery.servers()} == {i.uuid for i in infos}
         connection.revoke(lease)
@@ -52,10 +49,7 @@ def test_listeners_of_a_burst_see_each_change_once_and_a_same_value_put_not_at_a
 
         discovery.add_listener(listener)
         lease = connection.grant(30)
-        connection.call("txn", lambda c: c.transaction(
-            compare=[], failure=[],
-            success=[c.transactions.put(i.key(config.prefix), i.to_json(), lease=lease)
-                     for i in infos]))
+        connection.put_many([(i.key(config.prefix), i.to_json()) for i in infos], lease)
         assert discovery.wait_for(lambda view: len(view) == 50, timeout=5)
         assert added == keys and removed == []
         before = len(calls)

@@ -83,6 +83,13 @@ def start_server(domain: str, etcd: EtcdConfig, transport: str = "tcp", **option
     server = make_server(transport, domain, etcd=etcd, ttl=2, heartbeat=0.5, drain_delay=0.0,
                          **options)
     server.start(block=False)
+    # Its first lease refresh opens the keepalive stream and the watch of its key, on the
+    # process's shared connection: done before a test counts the threads a failed start
+    # leaves, so these are not counted (a server's own threads, made a heartbeat later).
+    deadline = time.monotonic() + 10
+    while server.registrar.refreshes < 1:
+        assert time.monotonic() < deadline, "the server's lease was never refreshed"
+        time.sleep(0.05)
     return server
 
 

@@ -122,7 +122,7 @@ def test_a_refused_call_whose_server_left_waits_for_the_next_server(etcd, domain
 def _etcd_urls(endpoint: str, domain: str) -> set[str]:
     with EtcdConnection(EtcdConfig(endpoint, timeout=2.0)) as connection:
         response = connection.get_prefix("hprose-service/%s/" % domain)
-        return {ServerInfo.from_json(kv.value, kv.key.decode()).url for kv in response.kvs}
+        return {ServerInfo.from_json(kv.value, kv.key).url for kv in response.kvs}
 
 
 def _converged(client: ClusterClient, endpoint: str, domain: str, urls: set[str]) -> bool:

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(120)
 def etcd_urls(endpoint: str, domain: str) -> set[str]:
     with EtcdConnection(EtcdConfig(endpoint, timeout=2.0)) as connection:
         response = connection.get_prefix("hprose-service/%s/" % domain)
-        return {ServerInfo.from_json(kv.value, kv.key.decode()).url for kv in response.kvs}
+        return {ServerInfo.from_json(kv.value, kv.key).url for kv in response.kvs}
 
 
 @pytest.fixture

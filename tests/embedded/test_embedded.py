@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from hprose_cluster import embedded
+from hprose_cluster.embedded import binary
 from hprose_cluster.embedded import EmbeddedEtcd, EtcdCluster, find_etcd_binary
 from hprose_cluster.errors import EtcdError
 
@@ -90,8 +91,8 @@ def test_find_etcd_binary_is_executable() -> None:
 
 
 def test_no_binary_anywhere_gives_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(embedded, "_SYSTEM_DIRS", ())
+    monkeypatch.setattr(binary.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(binary, "_SYSTEM_DIRS", ())
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(EtcdError) as info:
         find_etcd_binary()
