@@ -5,6 +5,7 @@ or ``Registrar`` for any URL); clients follow the domain (``ClusterClient``, ``D
 always call a live server.
 """
 
+from .aio import AsyncClusterClient
 from .client import ClusterClient
 from .discovery import Discovery, ServerView
 from .errors import (CallTimeout, ConfigError, ConnectError, EtcdError, FrameError,
@@ -18,7 +19,7 @@ from .server import ClusterHttpServer, ClusterServer, ClusterTcpServer
 __version__ = "0.1.0"
 
 __all__ = [
-    "CallTimeout", "ClusterClient", "ClusterHttpServer", "ClusterServer", "ClusterTcpServer",
+    "AsyncClusterClient", "CallTimeout", "ClusterClient", "ClusterHttpServer", "ClusterServer", "ClusterTcpServer",
     "ConfigError", "ConnectError", "Discovery", "EtcdConfig", "EtcdError", "FailoverPolicy",
     "FrameError", "HproseClusterError", "NoServerAvailable", "RecordError", "Registrar",
     "RegistrationError", "ServerInfo", "ServerView", "TransportError",
