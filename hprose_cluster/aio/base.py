@@ -10,6 +10,8 @@ in ``transport.base`` (``encode_request``/``decode_reply``), shared with the blo
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
 import threading
 from typing import Any, Callable, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -61,6 +63,14 @@ def open_async_transport(url: str, *, ssl_context: Any = None, connections: int 
         return AsyncWebSocketTransport(url, **options)
     raise ConfigError("cannot call %r: unknown scheme %r (supported: %s)"
                       % (url, scheme, ", ".join(TCP_SCHEMES + HTTP_SCHEMES + WEBSOCKET_SCHEMES)))
+
+
+def describe(error: BaseException) -> str:
+    """An OS error as the blocking transports word it ("[Errno 111] Connection refused"):
+    asyncio's own wording ("Connect call failed (...)") does not say what happened."""
+    if isinstance(error, OSError) and error.errno and not isinstance(error, ssl.SSLError):
+        return "[Errno %d] %s" % (error.errno, os.strerror(error.errno))
+    return str(error) or type(error).__name__
 
 
 def remaining(deadline: float | None, loop: asyncio.AbstractEventLoop) -> float | None:

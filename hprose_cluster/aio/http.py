@@ -23,7 +23,7 @@ import urllib.parse
 from typing import Any, Mapping
 
 from ..errors import CallTimeout, ConfigError, ConnectError, TransportError
-from .base import remaining
+from .base import describe, remaining
 
 log = logging.getLogger("hprose_cluster.aio.http")
 
@@ -186,7 +186,7 @@ class AsyncHttpTransport:
             raise ConnectError("TLS handshake with %s failed: %s" % (self.url, error),
                                url=self.url) from error
         except OSError as error:  # refused, unreachable, DNS
-            raise ConnectError("cannot connect to %s: %s" % (self.url, error),
+            raise ConnectError("cannot connect to %s: %s" % (self.url, describe(error)),
                                url=self.url) from error
         conn = _Conn(reader, writer)
         if generation != self._generation:

@@ -15,6 +15,7 @@ import struct
 from ..errors import ConfigError, ConnectError, FrameError
 from ..transport import wire
 from ..transport.tcp import parse_tcp_url
+from .base import describe
 from .multiplex import MuxConnection, MuxTransport, connect_options
 
 log = logging.getLogger("hprose_cluster.aio.tcp")
@@ -130,6 +131,6 @@ class AsyncTcpTransport(MuxTransport):
                                % (self.url, error.verify_message or error),
                                url=self.url) from error
         except (OSError, ssl.SSLError) as error:  # refused, unreachable, DNS, handshake
-            raise ConnectError("cannot connect to hprose server %s: %s" % (self.url, error),
+            raise ConnectError("cannot connect to hprose server %s: %s" % (self.url, describe(error)),
                                url=self.url) from error
         return conn

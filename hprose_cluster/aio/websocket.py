@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import ConfigError, ConnectError, FrameError, TransportError
 from ..transport import wire
-from .base import retrieve
+from .base import describe, retrieve
 from .multiplex import MuxConnection, MuxTransport, connect_options
 
 try:
@@ -219,7 +219,7 @@ class AsyncWebSocketTransport(MuxTransport):
                                % (self.url, error.verify_message or error),
                                url=self.url) from error
         except (OSError, ssl.SSLError, WebSocketException) as error:
-            raise ConnectError("cannot connect to hprose server %s: %s" % (self.url, error),
+            raise ConnectError("cannot connect to hprose server %s: %s" % (self.url, describe(error)),
                                url=self.url) from error
         except BaseException:  # cancelled mid-handshake: no half-open connection left
             if conn is not None:
