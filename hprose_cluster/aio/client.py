@@ -157,6 +157,11 @@ class AsyncClusterClient:
                                 domain=self.domain, idempotent=options.get("idempotent"),
                                 timeout=timeout)
         while True:
+            if self._closed:  # aclose() ran during the call: no new connection
+                error = self._closed_error()
+                if attempts.failures:
+                    raise error from attempts.failures[-1][1]
+                raise error
             server = attempts.pick(self.discovery.view)
             if server is None and attempts.may_wait:
                 server = await self._wait_for_server(attempts)
