@@ -5,9 +5,11 @@ Both wires tag each request with a 4-byte id and let the server answer in any or
 subclass turns bytes into replies (``reply(id, body)``) and a request into bytes
 (``encode(body, id)``); a thousand calls in flight cost a thousand futures, no task, no thread.
 
-Why a cancelled call never harms the others: a request is handed to the transport whole, in one
-``write()`` inside one loop step, so no cancellation can leave half a frame on the wire; a
-cancelled call only drops its id from the table, and its late reply is read and discarded.
+Why a cancelled call never harms the others: a request is handed to the transport whole, by
+the loop step that made it, so no cancellation can leave half a frame on the wire; a cancelled
+call only drops its id from the table, and its late reply is read and discarded.  (The first
+request of a loop step is written at once; the ones after it in the same step are written
+together at its end, one system call for many calls under load.)
 
 Back pressure: while the transport's write buffer is over its high mark (the server is not
 reading), new calls wait before writing anything, bounded by their deadline: one that runs out
@@ -45,6 +47,8 @@ class MuxConnection(asyncio.Protocol):
         self._ids = itertools.count(1)
         self._paused = False
         self._writable: list[asyncio.Future[None]] = []
+        # requests of this loop step after the first, written together at the end of it
+        self._batch: list[tuple[int, bytes | list[bytes]]] | None = None
 
     # --- for subclasses -------------------------------------------------------------------
 
@@ -99,9 +103,14 @@ class MuxConnection(asyncio.Protocol):
         elif not self.closed.done():  # never connected: nothing will call connection_lost
             self.closed.set_result(None)
         pending, self.pending = self.pending, {}
-        for future in pending.values():
+        unsent = {request_id for request_id, _ in self._batch or ()}
+        self._batch = None
+        for request_id, future in pending.items():
             if not future.done():
-                future.set_exception(copy_error(error))
+                failure = copy_error(error)
+                if request_id in unsent:  # still in our batch: it never left
+                    failure.sent = False
+                future.set_exception(failure)
         self._wake_writers()
 
     def shutdown(self, error: TransportError) -> None:
@@ -145,10 +154,13 @@ class MuxConnection(asyncio.Protocol):
         future: asyncio.Future[bytes] = loop.create_future()
         pending[request_id] = future
         data = self.encode(request, request_id)
-        if isinstance(data, list):
-            transport.writelines(data)  # still whole, in this step
-        else:
-            transport.write(data)
+        batch = self._batch
+        if batch is None:  # the first request of this loop step goes out now
+            _write(transport, data)
+            self._batch = []
+            loop.call_soon(self._write_batch)
+        else:  # the others wait for the end of the step and go out in one write
+            batch.append((request_id, data))
         timer = None
         if deadline is not None:
             timer = loop.call_at(deadline, self._expire, future, timeout)
@@ -160,6 +172,12 @@ class MuxConnection(asyncio.Protocol):
             if pending.get(request_id) is future:
                 del pending[request_id]
             retrieve(future)
+
+    def _write_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch and self.error is None and self.transport is not None:
+            self.transport.writelines([part for _, data in batch
+                                       for part in (data if isinstance(data, list) else (data,))])
 
     def _expire(self, future: "asyncio.Future[bytes]", timeout: float | None) -> None:
         if not future.done():
@@ -272,6 +290,13 @@ class MuxTransport:
         self._open_conns.add(conn)
         conn.closed.add_done_callback(lambda _: self._open_conns.discard(conn))
         return conn
+
+
+def _write(transport: asyncio.Transport, data: bytes | list[bytes]) -> None:
+    if isinstance(data, list):
+        transport.writelines(data)
+    else:
+        transport.write(data)
 
 
 def connect_options(ssl_context: Any, host: str) -> dict[str, Any]:
