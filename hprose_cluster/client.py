@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from hprose.common import HproseException
 
+from .deadline import Deadline
 from .discovery import Discovery
 from .errors import ConfigError, NoServerAvailable, TransportError
 from .etcd import EtcdConfig
@@ -107,7 +108,7 @@ class ClusterClient(BaseClient):
                 break
             tried.add(server.uuid)
             try:
-                reply = self._transport(server.url).round_trip(request, timeout)
+                reply = self._transport(server.url).round_trip(request, Deadline(timeout))
             except TransportError as error:
                 self.ejector.failure(server.url, certain=not error.sent)
                 self.selector.failed(server)

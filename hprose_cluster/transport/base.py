@@ -2,8 +2,9 @@
 
 ``BaseClient`` offers what ``hprose.HttpClient`` offers (``client.hello("x")``, ``invoke``,
 ``useService`` proxies, filters, ``onError``, ``simple``, ``timeout``, the ``callback=`` mode)
-and leaves one method to its subclasses: ``_round_trip(request, timeout, **options)``, which
-sends one encoded request and returns the raw reply bytes.  Encoding and decoding happen here,
+and leaves one method to its subclasses: ``_round_trip(request, deadline, **options)``, which
+sends one encoded request and returns the raw reply bytes (``deadline``: a
+``hprose_cluster.deadline.Deadline``).  Encoding and decoding happen here,
 once, so every transport and ``ClusterClient`` share them (and the hprose 1.4.3 fixes in
 ``hprose_cluster.compat``).
 
@@ -22,6 +23,7 @@ from hprose.common import HproseException, HproseResultMode
 from hprose.io import HproseReader, HproseTags, HproseWriter
 
 from .. import compat
+from ..deadline import Deadline
 
 compat.apply()
 
@@ -31,8 +33,8 @@ class Transport(Protocol):
 
     url: str
 
-    def round_trip(self, request: bytes, timeout: float | None) -> bytes:
-        """Send ``request``; return the reply body.
+    def round_trip(self, request: bytes, deadline: Deadline) -> bytes:
+        """Send ``request``; return the reply body, all before ``deadline``.
 
         Raises ``ConnectError`` when the request never left, ``CallTimeout`` when no reply came
         in time, ``TransportError`` (``sent=True``) for any other failure after sending.
@@ -230,11 +232,11 @@ class BaseClient:
     def _invoke(self, name: str, args: list, byref: bool, result_mode: int, simple: bool,
                 **options: Any) -> Any:
         request = self._encode(name, args, byref, simple)
-        timeout = options.pop("timeout", self.timeout)
-        reply = self._round_trip(request, timeout, **options)
+        deadline = Deadline(options.pop("timeout", self.timeout))
+        reply = self._round_trip(request, deadline, **options)
         return self._decode(reply, args, result_mode)
 
-    def _round_trip(self, request: bytes, timeout: float | None, **options: Any) -> bytes:
+    def _round_trip(self, request: bytes, deadline: Deadline, **options: Any) -> bytes:
         raise NotImplementedError
 
     # --- lifecycle ------------------------------------------------------------------------

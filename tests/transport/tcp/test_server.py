@@ -1,4 +1,4 @@
-"""Behaviour of the TCP transport: pooling, full duplex, timeouts, failures, hostile peers."""
+"""TCP transport, server side: signals, drain, TLS, hostile and stalled peers."""
 
 from __future__ import annotations
 
@@ -19,203 +19,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, FrameError, TransportError
-from hprose_cluster.transport import wire
-from hprose_cluster.transport.tcp import TcpClient, TcpServer, TcpTransport, parse_tcp_url
+from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, TransportError
+from hprose_cluster.transport import framing
+from hprose_cluster.transport.tcp import TcpClient, TcpServer
 
-from cluster_procs import has_ipv6_loopback, wait_until
+from cluster_procs import wait_until
+from support.tcp import make_server, our_threads
 
 pytestmark = pytest.mark.timeout(60)
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def our_threads() -> set[threading.Thread]:
-    """Live TCP transport threads (objects, so other tests' leftovers are told apart)."""
-    return {t for t in threading.enumerate() if t.name.startswith("hprose-cluster-tcp")}
-
-
-def make_server(host: str = "127.0.0.1", **kwargs: object) -> TcpServer:
-    server = TcpServer(host, 0, **kwargs)  # type: ignore[arg-type]
-    state = {"max_in_flight": 0}
-    lock = threading.Lock()
-
-    def hello(name: str) -> str:
-        return "Hello " + name
-
-    def echo(value: object) -> object:
-        return value
-
-    def slow(seconds: float, value: object) -> object:
-        with lock:
-            state["max_in_flight"] = max(state["max_in_flight"], server.in_flight)
-        time.sleep(seconds)
-        return value
-
-    def blob(size: int) -> str:
-        return "x" * size
-
-    server.add(hello)
-    server.add(echo)
-    server.add(slow)
-    server.add(blob)
-    server.state = state  # type: ignore[attr-defined]
-    return server
-
-
-@pytest.fixture
-def server() -> Iterator[TcpServer]:
-    server = make_server()
-    server.start(block=False)
-    yield server
-    server.stop(drain_timeout=2)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# --------------------------------------------------------------------------- URLs, schemes
-
-
-@pytest.mark.parametrize("url", ["http://127.0.0.1:80", "unix:/tmp/x", "tcp://127.0.0.1",
-                                 "tcp://:4321", "tcp://127.0.0.1:notaport", "tcp8://h:1"])
-def test_bad_urls_raise_config_error_naming_the_url(url: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        TcpTransport(url)
-    assert url in str(caught.value)
-
-
-def test_url_parsing() -> None:
-    assert parse_tcp_url("tcp://example.com:4321/ignored/path")[:3] == ("tcp", "example.com", 4321)
-    assert parse_tcp_url("TCP4://127.0.0.1:1")[3] == socket.AF_INET
-    assert parse_tcp_url("tcp6://[::1]:2")[1:] == ("::1", 2, socket.AF_INET6)
-
-
-def test_server_scheme_and_url() -> None:
-    assert TcpServer("127.0.0.1").scheme == "tcp4"
-    assert TcpServer("0.0.0.0").scheme == "tcp4"
-    assert TcpServer("::").scheme == "tcp6"
-    assert TcpServer("localhost").scheme == "tcp"
-    assert TcpServer("localhost", family=socket.AF_INET).scheme == "tcp4"
-    server = TcpServer("127.0.0.1", 0)
-    server.listen()
-    server.listen()  # idempotent
-    try:
-        host, port = server.address  # type: ignore[misc]
-        assert host == "127.0.0.1" and port > 0
-        assert server.url == "tcp4://127.0.0.1:%d" % port
-    finally:
-        server.stop()
-
-
-@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
-def test_ipv6_round_trip() -> None:
-    server = make_server("::1")
-    server.start(block=False)
-    try:
-        assert server.url.startswith("tcp6://[::1]:")
-        for full_duplex in (False, True):
-            with TcpClient(server.url, timeout=5, full_duplex=full_duplex) as client:
-                assert client.hello("v6") == "Hello v6"
-        with pytest.raises(ConnectError):  # tcp4 to an IPv6 literal cannot connect
-            TcpClient("tcp4://[::1]:%d" % server.address[1], timeout=5).hello("x")  # type: ignore[index]
-    finally:
-        server.stop()
-
-
-# --------------------------------------------------------------------------- concurrency
-
-
-def test_32_threads_over_one_full_duplex_connection(server: TcpServer) -> None:
-    accepted_before = len(server._tcp_connections)
-    errors: list[BaseException] = []
-    with TcpClient(server.url, timeout=10, full_duplex=True) as client:
-        def work(n: int) -> None:
-            try:
-                for i in range(40):
-                    value = "%d-%d" % (n, i)
-                    assert client.echo(value) == value
-                    if i % 10 == 0:
-                        assert client.slow(0.01, n) == n
-            except BaseException as error:
-                errors.append(error)
-
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(32)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert not errors, errors[:3]
-        assert len(server._tcp_connections) - accepted_before == 1
-        assert server.state["max_in_flight"] > 1  # type: ignore[attr-defined]
-
-
-def test_half_duplex_pool_is_bounded_and_reused(server: TcpServer) -> None:
-    with TcpClient(server.url, timeout=10, pool_size=2) as client:
-        results: list[object] = []
-        threads = [threading.Thread(target=lambda n=n: results.append(client.slow(0.1, n)))
-                   for n in range(6)]
-        started = time.monotonic()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
-        elapsed = time.monotonic() - started
-        assert sorted(results) == list(range(6))  # type: ignore[type-var]
-        assert server.state["max_in_flight"] == 2  # type: ignore[attr-defined]
-        assert elapsed >= 0.29  # three waves of two
-        assert len(client.transport._open) == 2
-        assert len(server._tcp_connections) == 2
-
-
-@pytest.mark.parametrize("full_duplex", [False, True], ids=["half", "full"])
-def test_4_mib_argument(server: TcpServer, full_duplex: bool) -> None:
-    blob = os.urandom(4 * 1024 * 1024)
-    with TcpClient(server.url, timeout=20, full_duplex=full_duplex) as client:
-        assert client.echo(blob) == blob
-        assert client.hello("after") == "Hello after"
-
-
-# --------------------------------------------------------------------------- failures
-
-
-def test_connect_refused_is_connect_error() -> None:
-    url = "tcp://127.0.0.1:%d" % free_port()
-    for full_duplex in (False, True):
-        with TcpClient(url, timeout=5, full_duplex=full_duplex) as client:
-            with pytest.raises(ConnectError) as caught:
-                client.hello("x")
-        assert caught.value.sent is False
-        assert url in str(caught.value) and caught.value.url == url
-        assert caught.value.__cause__ is not None
-
-
-@pytest.mark.parametrize("full_duplex", [False, True], ids=["half", "full"])
-def test_timeout_is_call_timeout_and_late_reply_is_not_taken(server: TcpServer,
-                                                             full_duplex: bool) -> None:
-    with TcpClient(server.url, timeout=5, full_duplex=full_duplex, pool_size=1) as client:
-        started = time.monotonic()
-        with pytest.raises(CallTimeout) as caught:
-            client.slow(0.5, "late", timeout=0.1)
-        assert time.monotonic() - started < 0.45
-        assert caught.value.sent is True and server.url in str(caught.value)
-        assert client.hello("next") == "Hello next"  # not the late "late"
-        time.sleep(0.5)
-        assert client.hello("again") == "Hello again"
-
-
-def test_waiting_for_a_pool_slot_times_out_unsent(server: TcpServer) -> None:
-    with TcpClient(server.url, timeout=5, pool_size=1) as client:
-        busy = threading.Thread(target=client.slow, args=(0.5, 1))
-        busy.start()
-        time.sleep(0.1)
-        with pytest.raises(CallTimeout) as caught:
-            client.hello("x", timeout=0.1)
-        assert caught.value.sent is False
-        busy.join()
+REPO = Path(__file__).resolve().parents[3]
 
 
 SERVER_SCRIPT = textwrap.dedent("""
@@ -234,6 +47,7 @@ SERVER_SCRIPT = textwrap.dedent("""
     server.start()
     print("RETURNED", flush=True)
 """)
+
 
 
 def spawn_server(port: int = 0) -> tuple[subprocess.Popen[str], int]:
@@ -296,72 +110,6 @@ def test_blocking_start_stops_gracefully_on_signal(sig: int) -> None:
         proc.kill()
 
 
-def test_broken_connection_fails_only_its_calls(server: TcpServer) -> None:
-    with TcpClient(server.url, timeout=5, pool_size=2) as client:
-        outcomes: list[object] = []
-        threads = [threading.Thread(target=lambda: outcomes.append(client.slow(0.3, "ok")))]
-        threads[0].start()
-        time.sleep(0.05)
-        # break one pooled connection from the server side, while the other one is in use
-        victim = threading.Thread(target=lambda: outcomes.append(_catch(client.slow, 0.3, "x")))
-        victim.start()
-        time.sleep(0.1)
-        conns = sorted(server._tcp_connections, key=lambda c: c.peer[1])
-        conns[-1].force_close()
-        for thread in threads + [victim]:
-            thread.join(5)
-        assert "ok" in outcomes
-        assert any(isinstance(o, TransportError) for o in outcomes)
-        assert client.hello("y") == "Hello y"
-
-
-def _catch(func, *args):  # type: ignore[no-untyped-def]
-    try:
-        return func(*args)
-    except TransportError as error:
-        return error
-
-
-def test_idle_connection_dropped_by_server_is_replaced() -> None:
-    server = make_server()
-    server.start(block=False)
-    port = server.address[1]  # type: ignore[index]
-    with TcpClient(server.url, timeout=5) as client:
-        assert client.hello("a") == "Hello a"
-        server.stop()
-        again = make_server()
-        again.port = port
-        again.start(block=False)
-        try:
-            assert client.hello("b") == "Hello b"
-        finally:
-            again.stop()
-
-
-def test_oversized_reply_is_frame_error() -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        conn.recv(1024)
-        conn.sendall(b"\x7f\xff\xff\xff" + b"x" * 100)  # declares 2 GiB
-        time.sleep(0.5)
-        conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        with TcpClient("tcp://127.0.0.1:%d" % port, timeout=5, max_frame=1024) as client:
-            with pytest.raises(FrameError) as caught:
-                client.hello("x")
-            assert "2147483647" in str(caught.value) and str(port) in str(caught.value)
-            assert not client.transport._open  # that connection was dropped
-    finally:
-        thread.join(5)
-        listener.close()
-
-
 def test_close_leaves_no_thread_behind() -> None:
     before = our_threads()
     server = make_server()
@@ -373,7 +121,7 @@ def test_close_leaves_no_thread_behind() -> None:
         client.close()
         client.close()
     with socket.create_connection(server.address) as raw:  # type: ignore[arg-type]
-        raw.sendall(wire.encode_full(b'Cs5"hello"a1{s1"x"}z', 7))
+        raw.sendall(framing.encode_full(b'Cs5"hello"a1{s1"x"}z', 7))
         assert raw.recv(100)
         assert our_threads() - before
         server.stop()
@@ -480,7 +228,7 @@ def test_oversized_declared_length_closes_that_connection_only(
 
 
 def test_declared_2_gib_is_never_allocated() -> None:
-    server = make_server(max_frame=wire.LENGTH_MASK)  # the limit lets 2 GiB through
+    server = make_server(max_frame=framing.LENGTH_MASK)  # the limit lets 2 GiB through
     server.start(block=False)
     tracemalloc.start()
     try:
@@ -500,7 +248,7 @@ frames = st.one_of(
     st.binary(max_size=64),
     st.builds(lambda n, body: n.to_bytes(4, "big") + body,
               st.integers(0, 2**32 - 1), st.binary(max_size=64)),
-    st.builds(lambda body, rid, full: wire.encode(body, rid if full else None),
+    st.builds(lambda body, rid, full: framing.encode(body, rid if full else None),
               st.binary(max_size=64), st.integers(0, 2**32 - 1), st.booleans()),
 )
 
@@ -536,8 +284,8 @@ def test_random_frames_do_not_hurt_other_clients(shared_server: TcpServer,
     # whatever came back is well-formed frames
     while received:
         word = int.from_bytes(received[:4], "big")
-        header = 8 if word & wire.FULL_DUPLEX_BIT else 4
-        length = word & wire.LENGTH_MASK
+        header = 8 if word & framing.FULL_DUPLEX_BIT else 4
+        length = word & framing.LENGTH_MASK
         body = received[header:header + length]
         assert len(body) == length and body[:1] in (b"R", b"E", b"F") and body[-1:] == b"z"
         received = received[header + length:]
@@ -559,7 +307,7 @@ def test_a_client_that_reads_no_reply_is_dropped_and_others_are_served(
         body = b'Cs4"blob"a1{i1000000;}z'
         with socket.create_connection(server.address) as hostile:  # type: ignore[arg-type]
             for request_id in range(1, 41):
-                hostile.sendall(wire.encode_full(body, request_id))
+                hostile.sendall(framing.encode_full(body, request_id))
             # every worker is now stuck writing a reply nobody reads
             assert wait_until(lambda: server.in_flight == 4, 5), server.in_flight
             started = time.monotonic()
@@ -631,3 +379,4 @@ def test_full_duplex_send_to_a_peer_that_never_reads_times_out(tmp_path: Path, t
             assert not any(e.sent for e in errors), errors
     for conn in held:
         conn.close()
+

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hprose_cluster.deadline import Deadline
 from hprose_cluster.transport.http import HttpClient, HttpServer, HttpTransport
 
 pytestmark = pytest.mark.timeout(120)
@@ -121,6 +122,6 @@ def test_random_hprose_bodies_get_a_reply(fuzzed: tuple[HttpServer, HttpClient, 
                                           body: bytes) -> None:
     """A well-framed POST always gets a complete hprose reply (most often an ``E`` reply)."""
     with HttpTransport(fuzzed[0].url) as transport:
-        reply = transport.round_trip(body, 5)
+        reply = transport.round_trip(body, Deadline(5))
     assert reply[:1] in (b"R", b"E", b"F") and reply.endswith(b"z"), reply[:100]
     _check_still_serving(fuzzed)

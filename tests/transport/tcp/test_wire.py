@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import hprose
 import pytest
 
-from hprose_cluster.transport import wire
+from hprose_cluster.transport import framing
 from hprose_cluster.transport.tcp import TcpClient, TcpServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -43,10 +43,10 @@ def test_vectors_decode_as_documented() -> None:
     assert FD_HELLO_REQ[8:] == b'Cs5"hello"a1{s3"bob"}z'
     for frame in (HELLO_REQ, HELLO_REP, SUM_REQ, SUM_REP, FAIL_REQ, FAIL_REP):
         assert int.from_bytes(frame[:4], "big") == len(frame) - 4
-        assert wire.encode_half(frame[4:]) == frame
+        assert framing.encode_half(frame[4:]) == frame
     for frame in (FD_SUM_REQ, FD_HELLO_REQ, FD_HELLO_REP, FD_SUM_REP):
         assert int.from_bytes(frame[:4], "big") == (len(frame) - 8) | 0x80000000
-        assert wire.encode_full(frame[8:], int.from_bytes(frame[4:8], "big")) == frame
+        assert framing.encode_full(frame[8:], int.from_bytes(frame[4:8], "big")) == frame
 
 
 # --------------------------------------------------------------------- our client, Go bytes
@@ -210,7 +210,7 @@ def test_server_mixes_modes_per_frame(server: TcpServer) -> None:
 
 def test_function_list(server: TcpServer) -> None:
     with raw_connect(server) as sock:
-        sock.sendall(wire.encode_half(b"z"))
+        sock.sendall(framing.encode_half(b"z"))
         length = int.from_bytes(recv_exactly(sock, 4), "big")
         body = recv_exactly(sock, length)
     assert body == b'Fa3{s5"hello"s3"sum"s4"fail"}z'
@@ -235,10 +235,10 @@ def test_round_trips(server: TcpServer, full_duplex: bool) -> None:
 
 
 def test_non_bmp_request_bytes_on_the_wire(raw_server: Callable[..., RawServer]) -> None:
-    expected = [wire.encode_half('Cs5"hello"a1{s4"a😀b"}z'.encode()),
-                wire.encode_half('Cs5"hello"a1{s2"😀"}z'.encode())]
-    replies = [wire.encode_half('Rs10"Hello a😀b"z'.encode()),
-               wire.encode_half('Rs8"Hello 😀"z'.encode())]
+    expected = [framing.encode_half('Cs5"hello"a1{s4"a😀b"}z'.encode()),
+                framing.encode_half('Cs5"hello"a1{s2"😀"}z'.encode())]
+    replies = [framing.encode_half('Rs10"Hello a😀b"z'.encode()),
+               framing.encode_half('Rs8"Hello 😀"z'.encode())]
 
     def serve(conn: socket.socket, received: list[bytes]) -> None:
         for request, reply in zip(expected, replies):

@@ -1,0 +1,88 @@
+"""What the serving lifecycle and a protocol handler share: the connection record, the
+handler interface and the lifecycle's states.  See ``serving.py`` for how they fit."""
+
+from __future__ import annotations
+
+import enum
+import socket
+import threading
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .serving import Serving
+
+__all__ = ["State", "Connection", "ProtocolHandler", "ConnectionHandler", "current_connection"]
+
+
+class State(enum.Enum):
+    NEW = "new"              # constructed; nothing open
+    LISTENING = "listening"  # the socket listens; not accepting yet (the address is known)
+    SERVING = "serving"      # accepting and serving
+    STOPPING = "stopping"    # stop() is running: draining
+    STOPPED = "stopped"      # everything closed; a stopped server cannot be started again
+
+
+class Connection:
+    """One accepted connection, as the lifecycle tracks it.
+
+    ``busy`` counts the requests in flight on it, ``served`` those answered; ``shut`` is set
+    once the lifecycle shut it down (a request read after that must not be executed: its reply
+    could not be sent, and the client must be able to trust that it did not run).
+    ``protocol`` is free for the handler's per-connection state.
+    """
+
+    __slots__ = ("sock", "peer", "thread", "busy", "served", "shut", "protocol")
+
+    def __init__(self, sock: socket.socket, peer: Any):
+        self.sock = sock
+        self.peer = peer
+        self.thread: threading.Thread | None = None
+        self.busy = 0
+        self.served = 0
+        self.shut = False
+        self.protocol: Any = None
+
+    def __repr__(self) -> str:
+        return "<Connection %s busy=%d served=%d%s>" % (
+            _peer_name(self.peer), self.busy, self.served, " shut" if self.shut else "")
+
+
+class ProtocolHandler(Protocol):
+    def serve_connection(self, conn: Connection) -> None:
+        """Serve ``conn`` until it is done (runs on the connection's own thread)."""
+
+    def quiesce(self, conn: Connection) -> None:
+        """Stopping: end ``conn`` at its next request boundary (called under no lock)."""
+
+    def abandon(self, conn: Connection) -> None:
+        """The drain time ran out with requests in flight on ``conn``."""
+
+
+class ConnectionHandler:
+    """Defaults for the optional parts of ``ProtocolHandler``; ``serving`` is set by
+    ``Serving`` when the handler is given to it."""
+
+    serving: "Serving"
+
+    def serve_connection(self, conn: Connection) -> None:
+        raise NotImplementedError
+
+    def quiesce(self, conn: Connection) -> None:
+        self.serving.shut_if_idle(conn)
+
+    def abandon(self, conn: Connection) -> None:
+        pass
+
+
+_local = threading.local()  # .conn: the connection a connection or worker thread serves
+
+
+def current_connection() -> Connection | None:
+    """The connection whose request this thread is serving (None outside any)."""
+    return getattr(_local, "conn", None)
+
+
+def _peer_name(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return "%s:%s" % peer[:2]
+    return str(peer or "local")

@@ -1,0 +1,432 @@
+"""The one serving lifecycle under every server transport.
+
+``Serving`` owns what every server does the same way: open the listening socket, accept in a
+loop, give each connection its own daemon thread (and the TLS handshake, when there is an
+``ssl_context``), an optional pool of worker threads, SIGTERM/SIGINT handling, the count of
+requests in flight, and a graceful stop that drains them.  Its state is one ``State``.
+
+A transport plugs in a ``ProtocolHandler``, which only speaks its protocol:
+
+* ``serve_connection(conn)`` runs on the connection's own thread with a connected (and, for
+  TLS, handshaken) blocking socket in ``conn.sock``; it returns when the connection is done
+  (the lifecycle then closes the socket).  Around each request it calls
+  ``serving.request_started(conn)`` -- False means "stopping: drop this request unexecuted
+  and return" -- and ``serving.request_finished(conn)`` once the reply is written.  Between
+  requests, ``serving.keep_open(conn)`` says whether to wait for another one.
+* ``quiesce(conn)``: ``stop()`` no longer accepts; end this connection at its next request
+  boundary.  (Default: shut it down now if no request is in flight on it.)
+* ``abandon(conn)``: the drain time is over and requests are still in flight on ``conn``;
+  last chance to tell the peer (HTTP answers 503).  The socket is shut down right after.
+
+Servers use it through ``ServerBase`` (``server_base.py``), which gives them the public
+surface ``ClusterServer`` relies on.
+
+Stopping (``stop(drain_timeout)``) always goes the same way: ``before_stop()`` (the cluster
+mixin deregisters there), stop accepting, close the listener, ``quiesce`` every connection,
+wait up to ``drain_timeout`` for the requests in flight, ``abandon`` and shut down what is
+left, join the threads.  Signals are installed *before* ``on_listening()`` runs, so a SIGTERM
+during registration still ends in that graceful stop; the handler only sets a flag and wakes
+the accept loop (no locks, no logging in a signal handler).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import selectors
+import signal
+import socket
+import ssl
+import threading
+import time
+from typing import Any, Callable
+
+from .connection import (Connection, ConnectionHandler, ProtocolHandler, State, _local,
+                         _peer_name, current_connection)
+from .listen import open_listener
+from .streams import shutdown_socket
+from .workers import WorkerPool
+
+__all__ = ["State", "Connection", "ProtocolHandler", "ConnectionHandler", "Serving",
+           "current_connection"]
+
+
+def _noop() -> None:
+    pass
+
+
+class Serving:
+    """Listen, accept, serve and drain for one server; see the module docstring.
+
+    ``kind`` names threads (``hprose-cluster-<kind>-conn-N``) and log lines; ``log`` is the
+    transport's logger.  ``workers`` > 0 starts a ``WorkerPool`` of that many threads on demand
+    (``submit``).  With ``ssl_context`` each connection's thread does the TLS handshake (bounded
+    by ``handshake_timeout``) before the handler sees the socket.  ``on_listening`` and
+    ``before_stop`` are the server's hooks.  ``open_socket`` replaces ``open_listener`` (a unix
+    socket transport passes its own).
+    """
+
+    def __init__(self, handler: ProtocolHandler, *, host: str, port: int,
+                 family: int = socket.AF_UNSPEC, kind: str, log: logging.Logger,
+                 ssl_context: ssl.SSLContext | None = None, handshake_timeout: float = 10.0,
+                 workers: int = 0, on_listening: Callable[[], None] = _noop,
+                 before_stop: Callable[[], None] = _noop,
+                 open_socket: Callable[[], socket.socket] | None = None):
+        self.handler = handler
+        if isinstance(handler, ConnectionHandler):
+            handler.serving = self
+        self.host = host
+        self.port = port
+        self.family = family
+        self.kind = kind
+        self.log = log
+        self.ssl_context = ssl_context
+        self.handshake_timeout = handshake_timeout
+        self.workers = workers
+        self._on_listening = on_listening
+        self._before_stop = before_stop
+        self._open_socket = open_socket or (lambda: open_listener(self.host, self.port,
+                                                                  self.family))
+        self.address: Any = None  # (host, port) of the bound socket once listening
+        self._state = State.NEW
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._connections: set[Connection] = set()
+        self._in_flight = 0
+        self._listener: socket.socket | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._pool: WorkerPool | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._loop_done = threading.Event()
+        self._loop_done.set()
+        self._stopped = threading.Event()
+        self._signalled: int | None = None
+        self._sequence = itertools.count(1)
+        self.name = "%s:%s" % (host, port)  # the URL once known (set by the server)
+
+    # --- read-only views ------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def stopping(self) -> bool:
+        """True once stop() has begun: handlers close connections after their reply."""
+        return self._state is State.STOPPING or self._state is State.STOPPED
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being executed (from ``request_started`` to ``request_finished``)."""
+        return self._in_flight
+
+    def connections(self) -> list[Connection]:
+        with self._lock:
+            return list(self._connections)
+
+    # --- what protocol handlers call ------------------------------------------------------
+
+    def request_started(self, conn: Connection) -> bool:
+        """A complete request arrived on ``conn``; False means drop it unexecuted (``conn``
+        was shut down by stop(), so no reply could be sent)."""
+        with self._lock:
+            if conn.shut:
+                return False
+            conn.busy += 1
+            self._in_flight += 1
+            return True
+
+    def request_finished(self, conn: Connection) -> None:
+        """The request's reply is written (or failed to be); pairs with ``request_started``."""
+        with self._lock:
+            conn.busy -= 1
+            conn.served += 1
+            self._in_flight -= 1
+            if self._state is State.STOPPING:
+                self._changed.notify_all()
+
+    def keep_open(self, conn: Connection) -> bool:
+        """Whether ``conn`` may wait for another request: not once it was shut down, nor,
+        while stopping, once it has answered a request (a new connection may still bring its
+        first request until stop() shuts it)."""
+        return not conn.shut and not (conn.served and self.stopping)
+
+    def shut(self, conn: Connection) -> None:
+        """Shut ``conn`` down (the thread blocked on it wakes; its owner closes it)."""
+        with self._lock:
+            conn.shut = True
+        shutdown_socket(conn.sock)
+
+    def shut_if_idle(self, conn: Connection) -> None:
+        with self._lock:
+            if conn.busy:
+                return
+            conn.shut = True
+        shutdown_socket(conn.sock)
+
+    def submit(self, conn: Connection, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on a worker thread, as part of serving ``conn``."""
+        assert self._pool is not None, "Serving was created with workers=0"
+        self._pool.submit(self._run_task, conn, fn, args)
+
+    @staticmethod
+    def _run_task(conn: Connection, fn: Callable[..., None], args: tuple) -> None:
+        _local.conn = conn
+        try:
+            fn(*args)
+        finally:
+            _local.conn = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def listen(self) -> None:
+        """Open the listening socket (once); ``address`` is then the bound address."""
+        with self._lock:
+            if self._listener is not None:
+                return
+            if self._state is not State.NEW:
+                raise RuntimeError("%s was stopped; create a new one" % self.name)
+            sock = self._open_socket()
+            self._listener = sock
+            name = sock.getsockname()
+            self.address = tuple(name[:2]) if isinstance(name, tuple) else name
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+            if self.workers > 0:
+                port = self.address[1] if isinstance(self.address, tuple) else 0
+                self._pool = WorkerPool(self.workers, "hprose-cluster-%s-worker-%s"
+                                        % (self.kind, port), self.log)
+            self._state = State.LISTENING
+
+    def start(self, block: bool = True, stop: Callable[[], None] | None = None) -> None:
+        """Listen, run ``on_listening``, then accept until stopped.
+
+        ``block=True`` serves in the calling thread; in the main thread SIGINT and SIGTERM are
+        handled (installed before ``on_listening``) and end in ``stop`` (the server's own stop,
+        so its hooks run); ``start`` returns once stopped.  ``block=False`` accepts on a
+        daemon thread.  If ``on_listening`` fails the server is stopped and the error raised.
+        """
+        self.listen()
+        with self._lock:
+            if self._state is not State.LISTENING:
+                raise RuntimeError("%s is already serving or stopped" % self.name)
+            self._state = State.SERVING
+            self._loop_done.clear()
+        stop = stop or self.stop
+        if not block:
+            self._hooked_listening(stop)
+            thread = threading.Thread(target=self._accept_loop, daemon=True,
+                                      name="hprose-cluster-%s-serve-%s" % (self.kind, self.name))
+            self._loop_thread = thread
+            thread.start()
+            return
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    previous[signum] = signal.signal(signum, self._on_signal)
+                except (ValueError, OSError):  # not the main interpreter, or not supported
+                    pass
+        try:
+            self._hooked_listening(stop)
+            try:
+                self._accept_loop()
+            except KeyboardInterrupt:  # SIGINT arrived before our handler was installed
+                self.log.info("interrupted; stopping %s", self.name)
+            finally:
+                stop()
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def _hooked_listening(self, stop: Callable[[], None]) -> None:
+        try:
+            self._on_listening()
+        except BaseException:
+            self._loop_done.set()  # no loop will run
+            stop()
+            raise
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """Only set a flag and wake the loop: stop() takes locks and joins threads, which a
+        signal handler interrupting arbitrary code must not do (nor log)."""
+        self._signalled = signum
+        self._wake()
+
+    def _wake(self) -> None:
+        wake = self._wake_w
+        if wake is not None:
+            try:
+                wake.send(b"x")
+            except OSError:
+                pass  # full (already woken) or closed (already stopped)
+
+    def _accept_loop(self) -> None:
+        selector = selectors.DefaultSelector()
+        try:
+            listener, wake = self._listener, self._wake_r
+            if listener is None or wake is None:
+                return
+            selector.register(listener, selectors.EVENT_READ, listener)
+            selector.register(wake, selectors.EVENT_READ, None)
+            while self._state is State.SERVING and self._signalled is None:
+                for key, _ in selector.select(timeout=1.0):
+                    if key.data is None:
+                        try:
+                            while wake.recv(512):
+                                pass
+                        except OSError:
+                            pass
+                    elif self._state is State.SERVING:
+                        self._accept(listener)
+            if self._signalled is not None:
+                self.log.info("signal %d received; stopping %s", self._signalled, self.name)
+        finally:
+            selector.close()
+            self._loop_done.set()
+
+    def _accept(self, listener: socket.socket) -> None:
+        try:
+            sock, peer = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:  # e.g. EMFILE: back off instead of spinning
+            if self._state is State.SERVING:
+                self.log.warning("accept on %s failed: %s", self.name, error)
+                time.sleep(0.05)
+            return
+        sock.setblocking(True)
+        if sock.family != getattr(socket, "AF_UNIX", None):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        conn = Connection(sock, peer)
+        with self._lock:
+            if self._state is not State.SERVING:
+                sock.close()
+                return
+            conn.thread = threading.Thread(
+                target=self._run_connection, args=(conn,), daemon=True,
+                name="hprose-cluster-%s-conn-%d" % (self.kind, next(self._sequence)))
+            self._connections.add(conn)
+        conn.thread.start()
+
+    def _run_connection(self, conn: Connection) -> None:
+        """The body of a connection thread; no exception leaves it."""
+        _local.conn = conn
+        peer = _peer_name(conn.peer)
+        try:
+            if self.ssl_context is not None and not self._handshake(conn, peer):
+                return
+            self.handler.serve_connection(conn)
+        except OSError as error:
+            self.log.debug("connection from %s ended: %r", peer, error)
+        except Exception:
+            self.log.exception("connection from %s failed", peer)
+        finally:
+            _local.conn = None
+            try:
+                conn.sock.close()
+            except OSError:
+                pass
+            with self._lock:
+                self._connections.discard(conn)
+                self._changed.notify_all()
+
+    def _handshake(self, conn: Connection, peer: str) -> bool:
+        assert self.ssl_context is not None
+        conn.sock.settimeout(self.handshake_timeout)
+        tls = self.ssl_context.wrap_socket(conn.sock, server_side=True,
+                                           do_handshake_on_connect=False)
+        with self._lock:  # stop() shuts down whichever socket it finds here
+            conn.sock = tls
+            if conn.shut:
+                return False
+        try:
+            tls.do_handshake()
+        except (ssl.SSLError, OSError) as error:
+            if not conn.shut:
+                self.log.info("TLS handshake with %s failed: %s", peer, error)
+            return False
+        return True
+
+    def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop gracefully (see the module docstring).  Idempotent: a second call waits for
+        the first to finish, unless it comes from a request of this server (which would wait
+        for itself)."""
+        with self._lock:
+            state = self._state
+            if state is State.NEW:
+                self._state = State.STOPPED
+                self._stopped.set()
+                return
+            first = state is not State.STOPPING and state is not State.STOPPED
+            if first:
+                self._state = State.STOPPING
+        if not first:
+            if current_connection() is None:
+                self._stopped.wait()
+            return
+        try:
+            self._stop(drain_timeout)
+        finally:
+            with self._lock:
+                self._state = State.STOPPED
+            self._stopped.set()
+
+    def _stop(self, drain_timeout: float) -> None:
+        try:
+            self._before_stop()
+        except Exception:
+            self.log.exception("%s: before-stop hook failed; stopping anyway", self.name)
+        deadline = time.monotonic() + max(drain_timeout, 0.0)
+        self._wake()
+        loop = self._loop_thread
+        if loop is not None and loop is not threading.current_thread():
+            loop.join()
+        elif loop is None:  # a blocking start(): its loop runs in another thread, or ran
+            self._loop_done.wait(max(deadline - time.monotonic(), 0.0) + 1.0)
+        with self._lock:
+            socks = (self._listener, self._wake_r, self._wake_w)
+            self._listener = self._wake_r = self._wake_w = None
+        for sock in socks:
+            if sock is not None:
+                sock.close()
+        # Only now end the idle connections: a client that retries on a new connection then
+        # gets a clean "connection refused" (ConnectError, sent=False), not a connection
+        # accepted into a backlog that is about to be reset.
+        for conn in self.connections():
+            self.handler.quiesce(conn)
+        mine = current_connection()
+        own = 1 if mine is not None and mine.busy else 0  # stop() called by a service function
+        with self._lock:
+            while self._in_flight > own:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.log.warning("%s: %d request(s) still running after %.3gs; closing "
+                                     "their connections", self.name, self._in_flight - own,
+                                     drain_timeout)
+                    break
+                self._changed.wait(remaining)
+            connections = list(self._connections)
+        for conn in connections:
+            if conn is mine:  # let the function that called stop() answer
+                continue
+            if conn.busy:
+                self.handler.abandon(conn)
+            self.shut(conn)
+        current = threading.current_thread()
+        threads = [c.thread for c in connections if c.thread is not None]
+        join_by = max(deadline, time.monotonic()) + 2.0
+        for thread in threads:
+            if thread is not current:
+                thread.join(max(join_by - time.monotonic(), 0.01))
+        if self._pool is not None:
+            self._pool.shutdown(max(join_by - time.monotonic(), 0.01))
+        left = [t.name for t in threads if t.is_alive() and t is not current]
+        if left:
+            self.log.warning("%s: threads still running after stop(): %s", self.name, left)
+        self.log.info("stopped %s", self.name)

@@ -1,0 +1,210 @@
+"""Socket helpers shared by the threaded transports: frames off a socket, sends bounded by a
+deadline, TLS shared between a reading and a writing thread, shutting sockets down.
+
+The framing itself is in ``framing.py`` (no sockets); this is the blocking-socket side of it.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import threading
+from typing import Protocol
+
+from ..deadline import Deadline
+from .framing import Frame, FrameDecoder
+
+__all__ = ["ByteStream", "SslIo", "SendTimeout", "send_before", "FrameReader",
+           "shutdown_socket", "close_quietly", "readable_now"]
+
+
+class ByteStream(Protocol):
+    """What framing needs from a connection: a plain socket, or ``SslIo`` around a TLS one."""
+
+    def recv(self, bufsize: int) -> bytes: ...
+
+    def sendall(self, data: bytes) -> None: ...
+
+
+class SendTimeout(Exception):
+    """A frame could not be written before its deadline (the peer is not reading).
+
+    ``partial`` when some of it went out: the stream is then cut mid-frame and must be closed.
+    """
+
+    def __init__(self, partial: bool):
+        super().__init__("send timed out")
+        self.partial = partial
+
+
+def send_before(stream: ByteStream, data: bytes, deadline: Deadline) -> None:
+    """Write all of ``data`` to a plain socket or an ``SslIo`` before ``deadline``.
+    Raises ``SendTimeout``; ``OSError`` from the socket."""
+    if isinstance(stream, SslIo):
+        stream.sendall(data, deadline)
+        return
+    if deadline.at is None:
+        stream.sendall(data)
+        return
+    assert isinstance(stream, socket.socket)
+    view = memoryview(data)
+    while True:  # the common case is one send() that takes everything: no select()
+        if stream.fileno() < 0:  # closed by another thread (select would raise ValueError)
+            raise OSError("connection closed")
+        try:
+            view = view[stream.send(view, socket.MSG_DONTWAIT):]
+        except BlockingIOError:
+            pass
+        if not view:
+            return
+        remaining = deadline.remaining() or 0.0
+        if remaining <= 0 or not select.select([], [stream], [], remaining)[1]:
+            raise SendTimeout(partial=len(view) < len(data))
+
+
+class SslIo:
+    """A TLS socket that one thread may read while others write.
+
+    OpenSSL does not allow ``SSL_read`` and ``SSL_write`` on one connection at the same time,
+    and a full-duplex connection does exactly that (a reader thread, writers answering or
+    calling).  Here every TLS operation runs under one lock on a non-blocking socket; a side
+    that must wait for the network releases the lock and waits on the file descriptor, so a
+    reader idle in ``recv`` never blocks a writer.  Waits are sliced (``_SLICE``) because the
+    other side may have pulled into OpenSSL's buffer the bytes this side is waiting for.
+    """
+
+    _SLICE = 0.2
+
+    def __init__(self, sock: ssl.SSLSocket):
+        self.sock = sock
+        self._lock = threading.Lock()
+        sock.setblocking(False)
+
+    def recv(self, bufsize: int) -> bytes:
+        while True:
+            with self._lock:
+                try:
+                    return self.sock.recv(bufsize)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    readable = True
+                except ssl.SSLWantWriteError:
+                    readable = False
+            self._wait(readable, None)
+
+    def sendall(self, data: bytes, deadline: Deadline | None = None) -> None:
+        """Write all of ``data``; with a ``deadline`` raise ``SendTimeout`` when it passes
+        first.  Any attempt counts as partial: OpenSSL may have written part of a record even
+        when it reports that it wants to write more."""
+        view = memoryview(data)
+        while view:
+            with self._lock:
+                try:
+                    view = view[self.sock.send(view):]
+                    continue
+                except (ssl.SSLWantWriteError, BlockingIOError):
+                    readable = False
+                except ssl.SSLWantReadError:
+                    readable = True
+            if deadline is not None and deadline.expired():
+                raise SendTimeout(partial=True)
+            self._wait(readable, deadline)
+
+    def _wait(self, readable: bool, deadline: Deadline | None) -> None:
+        fd = self.sock.fileno()
+        if fd < 0:
+            raise OSError("TLS connection closed")
+        wait = self._SLICE if deadline is None else deadline.cap(self._SLICE)
+        if readable:
+            select.select([fd], [], [fd], wait)
+        else:
+            select.select([], [fd], [fd], wait)
+
+
+class FrameReader:
+    """Reads frames from one blocking socket (or ``SslIo``) through a ``FrameDecoder``.
+
+    A header and a small body usually arrive in one ``recv`` (one system call per frame instead
+    of two or three).  Receives are sized to what the current frame still needs, between 64 KiB
+    and 1 MiB, never preallocated from the declared length.
+    """
+
+    __slots__ = ("sock", "decoder")
+
+    _CHUNK = 64 * 1024
+    _MAX_CHUNK = 1024 * 1024
+
+    def __init__(self, sock: ByteStream, max_frame: int):
+        self.sock = sock
+        self.decoder = FrameDecoder(max_frame)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned in a frame."""
+        return self.decoder.buffered
+
+    def read_frame(self) -> Frame:
+        """Read one frame of either mode.
+
+        Raises ``ConnectionClosed`` when the peer closes (``clean`` when that happened between
+        two frames), ``OversizedFrame`` for a declared length over ``max_frame`` (nothing of the
+        body is read or allocated), ``OSError`` (including ``socket.timeout``) from the socket.
+        """
+        decoder = self.decoder
+        while True:
+            frame = decoder.next_frame()
+            if frame is not None:
+                return frame
+            want = decoder.wanted()
+            chunk = self.sock.recv(self._CHUNK if want < self._CHUNK
+                                   else min(want, self._MAX_CHUNK))
+            if not chunk:
+                decoder.closed()
+            decoder.feed(chunk)
+
+
+def shutdown_socket(sock: socket.socket | None) -> None:
+    """Shut a socket down at the OS level so a thread blocked on it wakes up; never closes it.
+
+    ``socket.socket.shutdown`` is called unbound on purpose: ``SSLSocket.shutdown`` would also
+    drop its TLS object while another thread may still be using it.  Closing is left to the
+    thread that owns the socket: closing a descriptor another thread is about to use makes it
+    fail with ``EBADF`` -- or, worse, use a new socket that got the same number.
+    """
+    if sock is None:
+        return
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        pass  # already closed or never connected
+
+
+def close_quietly(sock: socket.socket | None) -> None:
+    """Shut down (waking any thread blocked on it) and close; for the socket's owner only."""
+    if sock is None:
+        return
+    shutdown_socket(sock)
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def readable_now(sock: socket.socket, *, tls_buffered: bool = True) -> bool:
+    """True when an idle connection has something to read right now: the peer closed it (EOF)
+    or sent bytes nobody asked for.  Checked before reusing a pooled connection.
+
+    ``tls_buffered``: count bytes already decrypted in OpenSSL's buffer as readable.  A poll
+    error counts as readable (the connection is not usable).
+    """
+    if isinstance(sock, ssl.SSLSocket) and tls_buffered and sock.pending():
+        return True
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable)
+    except (OSError, ValueError):
+        return True

@@ -1,0 +1,264 @@
+"""The hprose TCP transport, client side (``tcp://``, ``tcp4://``, ``tcp6://``).
+
+PyPI hprose 1.4.3 has no TCP transport; Go hprose servers and clients speak it by default.
+Framing is in ``transport.framing``: half duplex (length word, body; one request in flight per
+connection; what Go clients send) and full duplex (``length | 0x80000000``, a request id, body;
+many requests in flight on one connection, answered in any order).
+
+``TcpTransport`` moves bytes (a bounded pool of half-duplex connections, or one shared
+full-duplex connection with a reader thread), ``TcpClient`` is the hprose client on top.
+
+TLS: give ``ssl_context`` (the URL scheme may stay ``tcp``, as in Go).  A TLS connection that
+is read and written by different threads goes through ``streams.SslIo``.
+
+Failures map onto ``hprose_cluster.errors`` (``transport.errors``): a connect that fails is
+``ConnectError`` (``sent=False``), no reply in time is ``CallTimeout``, a connection that
+breaks under a call is ``TransportError(sent=True)``, a bad or oversized reply is
+``FrameError``.  Every message names the URL.  Only the calls on a broken connection fail;
+the next call opens a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+from ...deadline import Deadline
+from ...errors import ConfigError, ConnectError, FrameError, TransportError
+from .. import framing, streams
+from ..base import BaseClient
+from ..errors import call_failed, connect_failed, timed_out_unsent
+from .duplex import DeadConnection, FullDuplexConnection
+from .pool import ConnectionPool
+
+logger = logging.getLogger("hprose_cluster.transport.tcp")
+
+__all__ = ["TcpTransport", "TcpClient", "parse_tcp_url"]
+
+_SCHEMES = {"tcp": socket.AF_UNSPEC, "tcp4": socket.AF_INET, "tcp6": socket.AF_INET6}
+
+
+def _default_pool_size() -> int:
+    return os.cpu_count() or 4
+
+
+def parse_tcp_url(url: str) -> tuple[str, str, int, int]:
+    """``tcp://host:port/anything`` -> ``(scheme, host, port, address family)``.
+
+    The path is ignored (Go ignores it too).  ``ConfigError`` naming the URL for an unknown
+    scheme or a missing host or port.
+    """
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        host = parts.hostname
+        port = parts.port
+    except (ValueError, AttributeError, TypeError) as error:
+        raise ConfigError("bad hprose TCP URL %r: %s" % (url, error)) from error
+    if scheme not in _SCHEMES:
+        raise ConfigError(
+            "bad hprose TCP URL %r: scheme must be tcp, tcp4 or tcp6, not %r" % (url, scheme))
+    if not host:
+        raise ConfigError("bad hprose TCP URL %r: no host" % (url,))
+    if port is None or port == 0:
+        raise ConfigError("bad hprose TCP URL %r: no port" % (url,))
+    return scheme, host, port, _SCHEMES[scheme]
+
+
+def _has_pending_input(sock: socket.socket) -> bool:
+    """True when an idle plain connection is readable: the server closed it or sent garbage.
+
+    Not used for TLS, where a TLS 1.3 session ticket can sit unread on a healthy connection.
+    """
+    return not isinstance(sock, ssl.SSLSocket) and streams.readable_now(sock)
+
+
+class TcpTransport:
+    """The hprose TCP wire for one server URL; implements ``transport.base.Transport``.
+
+    Half duplex (default, what Go speaks): up to ``pool_size`` connections, each carrying one
+    request at a time and reused; a caller waits for a free one when all are busy.  A call that
+    times out discards its connection, since its late reply would answer the next request.
+
+    ``full_duplex=True``: one shared connection carries every call with a request id; a reader
+    thread hands each reply to its caller, in whatever order they come.
+
+    Thread-safe.  ``close()`` closes every socket and joins the reader thread; a later call
+    opens new connections.
+    """
+
+    def __init__(self, url: str, *, full_duplex: bool = False, pool_size: int | None = None,
+                 connect_timeout: float | None = 5.0,
+                 max_frame: int = framing.DEFAULT_MAX_FRAME,
+                 ssl_context: ssl.SSLContext | None = None):
+        self.scheme, self.host, self.port, self.family = self._parse_url(url)
+        self.url = url
+        self.full_duplex = full_duplex
+        size = _default_pool_size() if pool_size is None else int(pool_size)
+        if size < 1:
+            raise ConfigError("pool_size for %s must be at least 1, not %r" % (url, pool_size))
+        if max_frame < 1 or max_frame > framing.LENGTH_MASK:
+            raise ConfigError("max_frame for %s must be in 1..%d" % (url, framing.LENGTH_MASK))
+        self.connect_timeout = connect_timeout
+        self.max_frame = max_frame
+        self.ssl_context = ssl_context
+        self.pool = ConnectionPool(url, size, self._connect, _has_pending_input)
+        self._fd_lock = threading.Lock()
+        self._fd_conn: FullDuplexConnection | None = None
+
+    @property
+    def pool_size(self) -> int:
+        return self.pool.size
+
+    def __repr__(self) -> str:
+        mode = "full" if self.full_duplex else "half"
+        return "TcpTransport(%r, %s duplex)" % (self.url, mode)
+
+    # --- public ---------------------------------------------------------------------------
+
+    def round_trip(self, request: bytes, deadline: Deadline) -> bytes:
+        """Send one request and return its reply body (see ``Transport.round_trip``)."""
+        if not self.full_duplex:
+            return self._half_duplex_round_trip(request, deadline)
+        for _ in range(3):
+            try:
+                return self._full_duplex_connection(deadline).call(request, deadline)
+            except DeadConnection:
+                # it broke before our request went out; the next connection is new
+                if deadline.expired():
+                    raise timed_out_unsent(self.url, deadline) from None
+        raise ConnectError("hprose TCP connection to %s keeps closing" % self.url, url=self.url)
+
+    def close(self) -> None:
+        """Close every connection (calls in flight fail with ``TransportError``)."""
+        self.pool.close()
+        with self._fd_lock:
+            conn, self._fd_conn = self._fd_conn, None
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> "TcpTransport":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # --- connecting (a unix-socket transport overrides _parse_url and _addresses) ----------
+
+    def _parse_url(self, url: str) -> tuple[str, str, int, int]:
+        """``(scheme, host, port, family)`` of ``url``; ``ConfigError`` when it is not one."""
+        return parse_tcp_url(url)
+
+    def _addresses(self) -> list[tuple[int, int, int, Any]]:
+        """``(family, type, proto, address)`` to try in order; raises ``OSError``."""
+        return [(family, kind, proto, address) for family, kind, proto, _, address
+                in socket.getaddrinfo(self.host, self.port, self.family, socket.SOCK_STREAM)]
+
+    def _connect(self, deadline: Deadline) -> socket.socket:
+        """Open one connection, bounded by ``connect_timeout`` and the call's deadline."""
+        if deadline.expired():
+            raise timed_out_unsent(self.url, deadline)
+        limit = deadline.cap(self.connect_timeout)
+        if limit is not None:
+            limit = max(limit, 0.001)
+        try:
+            infos = self._addresses()
+        except OSError as error:
+            raise ConnectError("cannot resolve hprose server %s: %s" % (self.url, error),
+                               url=self.url) from error
+        last: OSError | None = None
+        for family, kind, proto, address in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(limit)
+                sock.connect(address)
+                if family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.ssl_context is not None:
+                    sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+                sock.settimeout(None)
+                return sock
+            except OSError as error:  # includes timeouts and ssl errors
+                last = error
+                sock.close()
+        assert last is not None
+        raise connect_failed(self.url, last, limit) from last
+
+    # --- half duplex ----------------------------------------------------------------------
+
+    def _half_duplex_round_trip(self, request: bytes, deadline: Deadline) -> bytes:
+        frame = framing.encode_half(request)
+        sock = self.pool.acquire(deadline)
+        ok = False
+        try:
+            try:
+                sock.settimeout(deadline.socket_timeout())
+            except TimeoutError:
+                raise timed_out_unsent(self.url, deadline) from None
+            sock.sendall(frame)
+            if deadline.at is not None:
+                sock.settimeout(deadline.socket_timeout())
+            reader = streams.FrameReader(sock, self.max_frame)
+            reply = reader.read_frame()
+            if reply.request_id is not None or reader.buffered:
+                raise FrameError("hprose TCP server %s answered a half-duplex request with a "
+                                 "full-duplex frame or extra bytes" % self.url, url=self.url)
+            ok = True
+            return reply.body
+        except TransportError:
+            raise
+        except (OSError, EOFError, framing.OversizedFrame) as error:
+            raise call_failed(self.url, error, deadline, what="hprose TCP call") from error
+        finally:
+            if ok:
+                self.pool.release(sock)
+            else:
+                self.pool.discard(sock)
+
+    # --- full duplex ----------------------------------------------------------------------
+
+    def _full_duplex_connection(self, deadline: Deadline) -> FullDuplexConnection:
+        conn = self._fd_conn
+        if conn is not None and not conn.dead:
+            return conn
+        with self._fd_lock:
+            conn = self._fd_conn
+            if conn is None or conn.dead:
+                if conn is not None:
+                    conn.close()
+                conn = FullDuplexConnection(self._connect(deadline), self.url, self.max_frame)
+                self._fd_conn = conn
+            return conn
+
+
+class TcpClient(BaseClient):
+    """A drop-in hprose client over TCP: ``TcpClient("tcp://127.0.0.1:4321").hello("x")``.
+
+    ``timeout`` is the default per-call timeout in seconds (None waits forever); a call may
+    pass its own ``timeout=``.  The other options are ``TcpTransport``'s.
+    """
+
+    def __init__(self, uri: str, *, timeout: float | None = 30.0, simple: bool = False,
+                 full_duplex: bool = False, pool_size: int | None = None,
+                 connect_timeout: float | None = 5.0,
+                 max_frame: int = framing.DEFAULT_MAX_FRAME,
+                 ssl_context: ssl.SSLContext | None = None):
+        super().__init__(timeout=timeout, simple=simple)
+        self.transport = TcpTransport(uri, full_duplex=full_duplex, pool_size=pool_size,
+                                      connect_timeout=connect_timeout, max_frame=max_frame,
+                                      ssl_context=ssl_context)
+
+    @property
+    def uri(self) -> str:
+        return self.transport.url
+
+    def _round_trip(self, request: bytes, deadline: Deadline, **options: Any) -> bytes:
+        return self.transport.round_trip(request, deadline)
+
+    def close(self) -> None:
+        self.transport.close()
