@@ -11,8 +11,8 @@ same whichever client a service uses.
 from __future__ import annotations
 
 import logging
-import time
 
+from .deadline import Deadline
 from .discovery import ServerView
 from .errors import CallTimeout, NoServerAvailable, TransportError
 from .failover import Ejector, FailoverPolicy
@@ -31,12 +31,12 @@ class CallAttempts:
     the next pick), ``succeeded(server)``, or ``business_error(server)`` for an hprose ``E``
     reply.  ``exhausted(where)`` is the error once no server is left.
 
-    ``timeout`` is the whole call's time (None: no limit); ``deadline`` is when it ends
-    (``time.monotonic()``), and ``remaining()`` what is left of it.
+    ``timeout`` is the whole call's time (None: no limit); ``deadline`` (a ``Deadline``) is
+    when it ends: every attempt, and every wait between them, gets what is left of it.
     """
 
     __slots__ = ("name", "policy", "selector", "ejector", "idempotent", "domain", "deadline",
-                 "timeout", "tried", "failures")
+                 "tried", "failures")
 
     def __init__(self, name: str, policy: FailoverPolicy, selector: Selector, ejector: Ejector,
                  *, domain: str, idempotent: bool | None = None, timeout: float | None = None):
@@ -46,23 +46,20 @@ class CallAttempts:
         self.ejector = ejector
         self.idempotent = policy.idempotent if idempotent is None else idempotent
         self.domain = domain
-        self.timeout = timeout
-        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.deadline = Deadline(timeout)
         self.tried: set[str] = set()
         self.failures: list[tuple[ServerInfo, TransportError]] = []
 
     def remaining(self) -> float | None:
         """Seconds left of the call's time (never below 0), None without a timeout."""
-        if self.deadline is None:
-            return None
-        return max(0.0, self.deadline - time.monotonic())
+        return self.deadline.remaining()
 
     def pick(self, view: ServerView) -> ServerInfo | None:
         """The server for the next attempt; None when every attempt is used, the call's time
         is up after a failure, or the view has no server this call has not tried."""
         if len(self.tried) >= self.policy.max_attempts:
             return None
-        if self.failures and self.deadline is not None and time.monotonic() >= self.deadline:
+        if self.failures and self.deadline.expired():
             return None
         return self.selector.pick(view, self.tried, self.ejector)
 
@@ -113,8 +110,7 @@ class CallAttempts:
         itself: nothing else went wrong.
         """
         failures = self.failures
-        if failures and isinstance(failures[-1][1], CallTimeout) and self.deadline is not None \
-                and time.monotonic() >= self.deadline:
+        if failures and isinstance(failures[-1][1], CallTimeout) and self.deadline.expired():
             return failures[-1][1]
         if not failures:
             return NoServerAvailable("no server available for %s in %s" % (self.name, where))

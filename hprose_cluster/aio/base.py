@@ -16,7 +16,9 @@ import threading
 from typing import Any, Callable, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError, TransportError
+from ..deadline import Deadline
+from ..errors import ConfigError, ConnectError, TransportError
+from ..transport.errors import connect_failed
 
 T = TypeVar("T")
 
@@ -28,8 +30,9 @@ WEBSOCKET_SCHEMES = ("ws", "wss")
 class AsyncTransport(Protocol):
     url: str
 
-    async def round_trip(self, request: bytes, timeout: float | None) -> bytes:
-        """Send ``request``; return the reply body within ``timeout`` seconds (None: no limit).
+    async def round_trip(self, request: bytes, deadline: Deadline) -> bytes:
+        """Send ``request``; return the reply body, all before ``deadline`` (the call's
+        ``hprose_cluster.deadline.Deadline``, as for the blocking ``Transport``).
 
         ``ConnectError`` when the request never left, ``CallTimeout`` when no reply came in
         time (``sent=False`` if the time ran out before any of it went out),
@@ -65,19 +68,27 @@ def open_async_transport(url: str, *, ssl_context: Any = None, connections: int 
                       % (url, scheme, ", ".join(TCP_SCHEMES + HTTP_SCHEMES + WEBSOCKET_SCHEMES)))
 
 
-def describe(error: BaseException) -> str:
-    """An OS error as the blocking transports word it ("[Errno 111] Connection refused"):
-    asyncio's own wording ("Connect call failed (...)") does not say what happened."""
+def connect_error(url: str, error: BaseException, limit: float | None) -> ConnectError:
+    """``transport.errors.connect_failed`` for an error of ``loop.create_connection``: the one
+    mapping of every transport, with asyncio's wording of an OS error ("Connect call failed
+    (...)") replaced by what happened ("[Errno 111] Connection refused")."""
     if isinstance(error, OSError) and error.errno and not isinstance(error, ssl.SSLError):
-        return "[Errno %d] %s" % (error.errno, os.strerror(error.errno))
-    return str(error) or type(error).__name__
+        error = OSError(error.errno, os.strerror(error.errno))
+    return connect_failed(url, error, limit)
 
 
-def remaining(deadline: float | None, loop: asyncio.AbstractEventLoop) -> float | None:
-    """Seconds left before ``deadline`` (``loop.time()``), never below 0; None: no limit."""
-    if deadline is None:
+def loop_deadline(deadline: Deadline) -> float | None:
+    """``deadline`` on the running loop's clock (``loop.time()``, for ``call_at`` and
+    ``asyncio.timeout_at``); None when it never expires."""
+    left = deadline.remaining()
+    return None if left is None else asyncio.get_running_loop().time() + left
+
+
+def remaining(at: float | None, loop: asyncio.AbstractEventLoop) -> float | None:
+    """Seconds left before ``at`` (``loop.time()``), never below 0; None: no limit."""
+    if at is None:
         return None
-    return max(0.0, deadline - loop.time())
+    return max(0.0, at - loop.time())
 
 
 def copy_error(error: TransportError) -> TransportError:

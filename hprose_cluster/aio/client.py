@@ -171,7 +171,7 @@ class AsyncClusterClient:
             attempts.begin(server)
             try:
                 reply = await self._transport(server.url).round_trip(request,
-                                                                      attempts.remaining())
+                                                                      attempts.deadline)
             except TransportError as error:
                 delay = attempts.failed(server, error)
                 if delay is None:

@@ -22,8 +22,10 @@ import ssl
 import urllib.parse
 from typing import Any, Mapping
 
+from ..deadline import NO_DEADLINE, Deadline
 from ..errors import CallTimeout, ConfigError, ConnectError, TransportError
-from .base import describe, remaining
+from ..transport.errors import call_failed, timed_out_unsent
+from .base import connect_error, loop_deadline, remaining
 
 log = logging.getLogger("hprose_cluster.aio.http")
 
@@ -113,30 +115,29 @@ class AsyncHttpTransport:
     def __repr__(self) -> str:
         return "AsyncHttpTransport(%r)" % (self.url,)
 
-    async def round_trip(self, request: bytes, timeout: float | None) -> bytes:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+    async def round_trip(self, request: bytes, deadline: Deadline = NO_DEADLINE) -> bytes:
+        at = loop_deadline(deadline)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._limit)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(at):
                 await self._slots.acquire()
         except TimeoutError:
-            raise CallTimeout("call to %s timed out waiting for one of its %d connections"
-                              % (self.url, self._limit), url=self.url, sent=False) from None
+            raise timed_out_unsent(self.url, deadline, "waiting for one of its %d connections"
+                                   % self._limit) from None
         try:
             while self._idle:
                 conn = self._idle.pop()
                 if conn.looks_alive():
                     try:
-                        return await self._exchange(conn, request, deadline, timeout, True)
+                        return await self._exchange(conn, request, at, deadline, True)
                     except _Stale as stale:
                         log.debug("%s: kept-alive connection was closed by the server (%r); "
                                   "retrying once on a new connection", self.url, stale.__cause__)
                         break
                 self._discard(conn)
-            conn = await self._connect(deadline)
-            return await self._exchange(conn, request, deadline, timeout, False)
+            conn = await self._connect(at, deadline)
+            return await self._exchange(conn, request, at, deadline, False)
         finally:
             self._slots.release()
 
@@ -159,13 +160,12 @@ class AsyncHttpTransport:
         self._open.discard(conn)
         conn.abort()
 
-    async def _connect(self, deadline: float | None) -> _Conn:
+    async def _connect(self, at: float | None, deadline: Deadline) -> _Conn:
         limit = self.connect_timeout
-        left = remaining(deadline, asyncio.get_running_loop())
+        left = remaining(at, asyncio.get_running_loop())
         if left is not None:
             if left <= 0:
-                raise CallTimeout("call to %s timed out before it was sent" % (self.url,),
-                                  url=self.url, sent=False)
+                raise timed_out_unsent(self.url, deadline)
             limit = min(limit, left)
         options: dict[str, Any] = {"limit": _MAX_HEAD}
         if self.scheme == "https":
@@ -175,19 +175,8 @@ class AsyncHttpTransport:
         try:
             async with asyncio.timeout(limit):
                 reader, writer = await asyncio.open_connection(self.host, self.port, **options)
-        except TimeoutError as error:
-            raise ConnectError("cannot connect to %s: timed out after %.3gs" % (self.url, limit),
-                               url=self.url) from error
-        except ssl.SSLCertVerificationError as error:
-            raise ConnectError("TLS certificate verification failed for %s: %s"
-                               % (self.url, error.verify_message or error),
-                               url=self.url) from error
-        except ssl.SSLError as error:
-            raise ConnectError("TLS handshake with %s failed: %s" % (self.url, error),
-                               url=self.url) from error
-        except OSError as error:  # refused, unreachable, DNS
-            raise ConnectError("cannot connect to %s: %s" % (self.url, describe(error)),
-                               url=self.url) from error
+        except (OSError, ssl.SSLError, TimeoutError) as error:  # refused, DNS, TLS, slow
+            raise connect_error(self.url, error, limit) from error
         conn = _Conn(reader, writer)
         if generation != self._generation:
             conn.abort()
@@ -198,8 +187,8 @@ class AsyncHttpTransport:
 
     # --- one exchange ---------------------------------------------------------------------
 
-    async def _exchange(self, conn: _Conn, request: bytes, deadline: float | None,
-                        timeout: float | None, reused: bool) -> bytes:
+    async def _exchange(self, conn: _Conn, request: bytes, at: float | None,
+                        deadline: Deadline, reused: bool) -> bytes:
         """Send on ``conn`` and read the reply; the connection is kept only after a complete
         exchange, and closed after anything else (an error, a timeout, a cancellation)."""
         ok = False
@@ -208,7 +197,7 @@ class AsyncHttpTransport:
         try:
             conn.writer.write(b"%sContent-Length: %d\r\n\r\n" % (self._head, len(request)))
             conn.writer.write(request)
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(at):
                 try:
                     await conn.writer.drain()
                     head = await conn.reader.readuntil(b"\r\n\r\n")
@@ -230,17 +219,18 @@ class AsyncHttpTransport:
         except (_Stale, TransportError):
             raise
         except TimeoutError as error:
-            raise CallTimeout("no reply from %s within the call's timeout (%ss)"
-                              % (self.url, timeout), url=self.url) from error
+            raise CallTimeout("HTTP call to %s timed out after %s"
+                              % (self.url, deadline.describe()), url=self.url) from error
         except asyncio.LimitOverrunError as error:
             raise TransportError("reply headers from %s are over %d bytes"
                                  % (self.url, _MAX_HEAD), url=self.url, sent=True) from error
-        except (asyncio.IncompleteReadError, OSError, ssl.SSLError) as error:
-            what = "closed the connection" if isinstance(error, asyncio.IncompleteReadError) \
-                else "%s: %s" % (type(error).__name__, error)
-            raise TransportError("HTTP call to %s failed: %s%s" % (
-                self.url, what, "" if got_any else " before replying"),
-                url=self.url, sent=True) from error
+        except asyncio.IncompleteReadError as error:
+            raise TransportError("HTTP call to %s failed: the server closed the connection%s"
+                                 % (self.url, "" if got_any else " before replying"),
+                                 url=self.url, sent=True) from error
+        except (OSError, ssl.SSLError) as error:  # a refused client certificate: ConnectError
+            raise call_failed(self.url, error, deadline, fresh=not reused,
+                              what="HTTP call") from error
         finally:
             if ok and keep:
                 self._idle.append(conn)

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 from typing import Any
 
+from ..deadline import NO_DEADLINE, Deadline
 from ..errors import CallTimeout, ConfigError, ConnectError, TransportError
-from .base import copy_error, retrieve
+from ..transport.errors import refused_handshake, timed_out_unsent
+from .base import copy_error, loop_deadline, retrieve
 
 
 class DeadConnection(Exception):
@@ -45,6 +48,7 @@ class MuxConnection(asyncio.Protocol):
         self.error: TransportError | None = None  # set once: the connection is dead
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ids = itertools.count(1)
+        self.replies = 0
         self._paused = False
         self._writable: list[asyncio.Future[None]] = []
         # requests of this loop step after the first, written together at the end of it
@@ -57,6 +61,7 @@ class MuxConnection(asyncio.Protocol):
 
     def reply(self, request_id: int, body: bytes) -> None:
         """A reply arrived: hand it to its call (a call that gave up is ignored)."""
+        self.replies += 1
         future = self.pending.pop(request_id, None)
         if future is not None and not future.done():
             future.set_result(body)
@@ -71,9 +76,18 @@ class MuxConnection(asyncio.Protocol):
         return None  # close the transport: connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        reason = str(exc) if exc is not None else "connection closed"
-        self.fail(TransportError("%s connection to %s broke: %s" % (self.what, self.url, reason),
-                                 url=self.url, sent=True), exc)
+        if exc is not None and not self.replies and refused_handshake(exc):
+            # TLS 1.3: a server refusing our certificate says so with the first read; it
+            # never accepted the connection, so nothing sent on it ran
+            assert isinstance(exc, ssl.SSLError)
+            error: TransportError = ConnectError(
+                "%s refused the TLS handshake (%s): check the client certificate in "
+                "ssl_context" % (self.url, exc.reason), url=self.url)
+        else:
+            reason = str(exc) if exc is not None else "connection closed"
+            error = TransportError("%s connection to %s broke: %s" % (self.what, self.url, reason),
+                                   url=self.url, sent=True)
+        self.fail(error, exc)
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -123,26 +137,26 @@ class MuxConnection(asyncio.Protocol):
             if not future.done():
                 future.set_result(None)
 
-    async def _wait_writable(self, deadline: float | None, timeout: float | None) -> None:
+    async def _wait_writable(self, at: float | None, deadline: Deadline) -> None:
         loop = asyncio.get_running_loop()
         while self._paused and self.error is None:
             future = loop.create_future()
             self._writable.append(future)
             try:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(at):
                     await future
             except TimeoutError:
-                raise CallTimeout("%s call to %s timed out after %.3gs waiting to send (the "
-                                  "server is not reading)" % (self.what, self.url, timeout or 0.0),
-                                  url=self.url, sent=False) from None
+                raise timed_out_unsent(self.url, deadline, "waiting to send (the server is "
+                                       "not reading)") from None
             finally:
                 if future in self._writable:
                     self._writable.remove(future)
 
-    async def call(self, request: bytes, deadline: float | None, timeout: float | None) -> bytes:
-        """Send ``request`` and wait for its reply until ``deadline`` (``loop.time()``)."""
+    async def call(self, request: bytes, at: float | None, deadline: Deadline) -> bytes:
+        """Send ``request`` and wait for its reply until ``at`` (``loop.time()``; ``deadline``
+        is the call's, for messages)."""
         if self._paused:
-            await self._wait_writable(deadline, timeout)
+            await self._wait_writable(at, deadline)
         transport = self.transport
         if self.error is not None or transport is None or transport.is_closing():
             raise DeadConnection()
@@ -162,8 +176,8 @@ class MuxConnection(asyncio.Protocol):
         else:  # the others wait for the end of the step and go out in one write
             batch.append((request_id, data))
         timer = None
-        if deadline is not None:
-            timer = loop.call_at(deadline, self._expire, future, timeout)
+        if at is not None:
+            timer = loop.call_at(at, self._expire, future, deadline)
         try:
             return await future
         finally:
@@ -179,10 +193,10 @@ class MuxConnection(asyncio.Protocol):
             self.transport.writelines([part for _, data in batch
                                        for part in (data if isinstance(data, list) else (data,))])
 
-    def _expire(self, future: "asyncio.Future[bytes]", timeout: float | None) -> None:
+    def _expire(self, future: "asyncio.Future[bytes]", deadline: Deadline) -> None:
         if not future.done():
-            future.set_exception(CallTimeout("%s call to %s timed out after %.3gs"
-                                             % (self.what, self.url, timeout or 0.0),
+            future.set_exception(CallTimeout("%s call to %s timed out after %s"
+                                             % (self.what, self.url, deadline.describe()),
                                              url=self.url))
 
 
@@ -205,13 +219,12 @@ class MuxTransport:
     async def _open(self, limit: float | None) -> MuxConnection:
         raise NotImplementedError
 
-    async def round_trip(self, request: bytes, timeout: float | None = None) -> bytes:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+    async def round_trip(self, request: bytes, deadline: Deadline = NO_DEADLINE) -> bytes:
+        at = loop_deadline(deadline)
         for _ in range(3):
-            conn = await self._connection(deadline, timeout)
+            conn = await self._connection(at, deadline)
             try:
-                return await conn.call(request, deadline, timeout)
+                return await conn.call(request, at, deadline)
             except DeadConnection:
                 continue  # it broke before our request went out; the next one is new
         raise ConnectError("%s connection to %s keeps closing" % (self.what, self.url),
@@ -240,7 +253,7 @@ class MuxTransport:
         """Calls waiting for a reply on this transport's connections."""
         return sum(len(conn.pending) for conn in self._open_conns)
 
-    async def _connection(self, deadline: float | None, timeout: float | None) -> MuxConnection:
+    async def _connection(self, at: float | None, deadline: Deadline) -> MuxConnection:
         """The least busy live connection; a new one in an empty (or dead) slot when there is
         no live one, or when the least busy one already has calls waiting."""
         best: MuxConnection | None = None
@@ -260,25 +273,23 @@ class MuxTransport:
         if best is not None and lock.locked():
             return best  # another call is opening that one already
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(at):
                 await lock.acquire()
         except TimeoutError:
-            raise CallTimeout("%s call to %s timed out after %.3gs waiting for a connection"
-                              % (self.what, self.url, timeout or 0.0),
-                              url=self.url, sent=False) from None
+            raise timed_out_unsent(self.url, deadline, "waiting for a connection") from None
         try:
             conn = self._slots[free]
             if conn is None or conn.error is not None:
-                conn = await self._connect(deadline)
+                conn = await self._connect(at)
                 self._slots[free] = conn
             return conn
         finally:
             lock.release()
 
-    async def _connect(self, deadline: float | None) -> MuxConnection:
+    async def _connect(self, at: float | None) -> MuxConnection:
         limit = getattr(self, "connect_timeout", None)
-        if deadline is not None:
-            left = max(0.0, deadline - asyncio.get_running_loop().time())
+        if at is not None:
+            left = max(0.0, at - asyncio.get_running_loop().time())
             limit = left if limit is None else min(limit, left)
         generation = self._generation
         conn = await self._open(limit)

@@ -19,8 +19,8 @@ import struct
 from typing import Any
 
 from ..errors import ConfigError, ConnectError, FrameError, TransportError
-from ..transport import wire
-from .base import describe, retrieve
+from ..transport import framing
+from .base import connect_error, retrieve
 from .multiplex import MuxConnection, MuxTransport, connect_options
 
 try:
@@ -177,7 +177,7 @@ class AsyncWebSocketTransport(MuxTransport):
     what = "hprose WebSocket"
 
     def __init__(self, url: str, *, connections: int = 1, connect_timeout: float | None = 5.0,
-                 max_message: int = wire.DEFAULT_MAX_FRAME,
+                 max_message: int = framing.DEFAULT_MAX_FRAME,
                  ssl_context: ssl.SSLContext | None = None):
         try:
             self.uri = parse_uri(url)
@@ -207,20 +207,12 @@ class AsyncWebSocketTransport(MuxTransport):
                     self.uri.host, self.uri.port,
                     **connect_options(self.ssl_context, self.uri.host))
                 await conn.open
-        except TimeoutError as error:
-            if conn is not None:
-                conn.fail(TransportError("handshake timed out", url=self.url, sent=False))
-            raise ConnectError("cannot connect to hprose server %s: timed out after %.3gs"
-                               % (self.url, limit or 0.0), url=self.url) from error
         except ConnectError:
             raise
-        except ssl.SSLCertVerificationError as error:
-            raise ConnectError("TLS certificate verification failed for %s: %s"
-                               % (self.url, error.verify_message or error),
-                               url=self.url) from error
-        except (OSError, ssl.SSLError, WebSocketException) as error:
-            raise ConnectError("cannot connect to hprose server %s: %s" % (self.url, describe(error)),
-                               url=self.url) from error
+        except (OSError, ssl.SSLError, TimeoutError, WebSocketException) as error:
+            if conn is not None:  # connected, but the handshake did not finish
+                conn.fail(TransportError("handshake failed", url=self.url, sent=False))
+            raise connect_error(self.url, error, limit) from error
         except BaseException:  # cancelled mid-handshake: no half-open connection left
             if conn is not None:
                 conn.fail(TransportError("connect cancelled", url=self.url, sent=False))

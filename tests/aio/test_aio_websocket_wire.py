@@ -20,6 +20,7 @@ import pytest
 
 from hprose_cluster import AsyncClusterClient, FrameError, Registrar, ServerInfo
 from hprose_cluster.aio.websocket import AsyncWebSocketTransport
+from hprose_cluster.deadline import Deadline
 from hprose_cluster.record import SCHEMES
 from hprose_cluster.transport.base import decode_reply, encode_request
 
@@ -125,7 +126,7 @@ def test_hello_matches_the_go_bytes_both_ways(arun):
     async def main() -> bytes:
         transport = AsyncWebSocketTransport(peer.url)
         try:
-            return await transport.round_trip(request("Hello", "world"), 5)
+            return await transport.round_trip(request("Hello", "world"), Deadline(5))
         finally:
             await transport.aclose()
 
@@ -166,7 +167,7 @@ def test_fragmented_replies_in_both_go_shapes_and_out_of_order(arun):
     async def main() -> list[bytes]:
         transport = AsyncWebSocketTransport(peer.url)
         try:
-            return await asyncio.gather(*(transport.round_trip(request(name, big), 5)
+            return await asyncio.gather(*(transport.round_trip(request(name, big), Deadline(5))
                                           for name in ("a", "b", "c")))
         finally:
             await transport.aclose()
@@ -187,7 +188,7 @@ def test_a_message_shorter_than_an_id_fails_that_connection_only(arun):
         transport = AsyncWebSocketTransport(peer.url)
         try:
             with pytest.raises(FrameError, match="shorter than a request id"):
-                await transport.round_trip(request("Hello", "x"), 5)
+                await transport.round_trip(request("Hello", "x"), Deadline(5))
         finally:
             await transport.aclose()
 
