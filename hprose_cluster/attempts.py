@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from .deadline import Deadline
+from .deadline import NO_DEADLINE, Deadline
 from .discovery import ServerView
 from .errors import CallTimeout, NoServerAvailable, TransportError
 from .failover import Ejector, FailoverPolicy
@@ -31,22 +31,24 @@ class CallAttempts:
     the next pick), ``succeeded(server)``, or ``business_error(server)`` for an hprose ``E``
     reply.  ``exhausted(where)`` is the error once no server is left.
 
-    ``timeout`` is the whole call's time (None: no limit); ``deadline`` (a ``Deadline``) is
-    when it ends: every attempt, and every wait between them, gets what is left of it.
+    ``deadline`` is the whole call's ``Deadline``: the wait for a server is capped by it, and a
+    client whose attempts share it (the asyncio one) stops trying servers once it has passed
+    (``out_of_time``).
     """
 
     __slots__ = ("name", "policy", "selector", "ejector", "idempotent", "domain", "deadline",
                  "tried", "failures")
 
     def __init__(self, name: str, policy: FailoverPolicy, selector: Selector, ejector: Ejector,
-                 *, domain: str, idempotent: bool | None = None, timeout: float | None = None):
+                 *, domain: str | None, idempotent: bool | None = None,
+                 deadline: Deadline = NO_DEADLINE):
         self.name = name
         self.policy = policy
         self.selector = selector
         self.ejector = ejector
         self.idempotent = policy.idempotent if idempotent is None else idempotent
         self.domain = domain
-        self.deadline = Deadline(timeout)
+        self.deadline = deadline
         self.tried: set[str] = set()
         self.failures: list[tuple[ServerInfo, TransportError]] = []
 
@@ -55,13 +57,16 @@ class CallAttempts:
         return self.deadline.remaining()
 
     def pick(self, view: ServerView) -> ServerInfo | None:
-        """The server for the next attempt; None when every attempt is used, the call's time
-        is up after a failure, or the view has no server this call has not tried."""
+        """The server for the next attempt; None when every attempt is used or the view has no
+        server this call has not tried."""
         if len(self.tried) >= self.policy.max_attempts:
             return None
-        if self.failures and self.deadline.expired():
-            return None
         return self.selector.pick(view, self.tried, self.ejector)
+
+    @property
+    def out_of_time(self) -> bool:
+        """An attempt failed and the call's time is up: no other server can be tried."""
+        return bool(self.failures) and self.deadline.expired()
 
     @property
     def may_wait(self) -> bool:
@@ -102,15 +107,15 @@ class CallAttempts:
         if self.policy.rotate_on_error:
             self.selector.failed(server)
 
-    def exhausted(self, where: str) -> Exception:
+    def exhausted(self, where: str, *, time_up: bool = False) -> Exception:
         """The error to raise when no server is left to try (``where``: the domain and etcd).
 
         After failures it names each server tried with its error and chains the last one.
-        A call whose only failure was its own time running out raises that ``CallTimeout``
-        itself: nothing else went wrong.
+        ``time_up`` (the call stopped because its deadline passed): a last failure that was
+        that deadline running out is raised itself, a plain ``CallTimeout``.
         """
         failures = self.failures
-        if failures and isinstance(failures[-1][1], CallTimeout) and self.deadline.expired():
+        if time_up and failures and isinstance(failures[-1][1], CallTimeout):
             return failures[-1][1]
         if not failures:
             return NoServerAvailable("no server available for %s in %s" % (self.name, where))

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from hprose.common import HproseException, HproseResultMode
 
 from ..attempts import CallAttempts
+from ..deadline import Deadline
 from ..discovery import Discovery
 from ..errors import ConfigError, HproseClusterError, TransportError
 from ..etcd import EtcdConfig
@@ -155,19 +156,20 @@ class AsyncClusterClient:
         timeout = options.get("timeout", self.timeout)
         attempts = CallAttempts(name, self.failover, self.selector, self.ejector,
                                 domain=self.domain, idempotent=options.get("idempotent"),
-                                timeout=timeout)
+                                deadline=Deadline(timeout))
         while True:
             if self._closed:  # aclose() ran during the call: no new connection
                 error = self._closed_error()
                 if attempts.failures:
                     raise error from attempts.failures[-1][1]
                 raise error
+            if attempts.out_of_time:  # the whole call shares one deadline
+                raise attempts.exhausted(self._where(), time_up=True)
             server = attempts.pick(self.discovery.view)
             if server is None and attempts.may_wait:
                 server = await self._wait_for_server(attempts)
             if server is None:
-                raise attempts.exhausted("domain %r (etcd %s)"
-                                         % (self.domain, self.discovery.config.describe()))
+                raise attempts.exhausted(self._where())
             attempts.begin(server)
             try:
                 reply = await self._transport(server.url).round_trip(request,
@@ -188,6 +190,9 @@ class AsyncClusterClient:
             if byref and isinstance(args, list):
                 args[:len(values)] = values
             return result
+
+    def _where(self) -> str:
+        return "domain %r (etcd %s)" % (self.domain, self.discovery.config.describe())
 
     async def _wait_for_server(self, attempts: CallAttempts) -> ServerInfo | None:
         """No server to try before anything was sent (etcd just expired every lease, say):
