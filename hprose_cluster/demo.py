@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable, TextIO
 
-HELLO_DOMAINS = {"tcp": "tcp.hello.server", "http": "http.hello.server"}
+HELLO_DOMAINS = {"tcp": "tcp.hello.server", "http": "http.hello.server",
+                 "ws": "ws.hello.server", "unix": "unix.hello.server"}
 
 
 # --- the hello service ------------------------------------------------------------------------
@@ -43,15 +46,20 @@ def sleep(seconds: float) -> float:
 
 def make_server(transport: str, domain: str, *, etcd: str | None = None, host: str = "127.0.0.1",
                 port: int = 0, ttl: int = 10, heartbeat: float = 3.0, drain_delay: float = 0.5,
-                **options: Any):
-    """A ClusterHttpServer or ClusterTcpServer serving hello, sum, fail, sleep and whoami
-    (``options`` go to the server class: ``uuid``, ``cpu``, ``advertise_url``, ...)."""
-    from .server import ClusterHttpServer, ClusterTcpServer
+                path: str | None = None, **options: Any):
+    """A ClusterHttpServer, ClusterTcpServer, ClusterWebSocketServer (``"ws"``) or
+    ClusterUnixServer (``"unix"``, on ``path`` or a temporary socket) serving hello, sum,
+    fail, sleep and whoami (``options`` go to the server class: ``uuid``, ``cpu``, ...)."""
+    from . import server as servers
 
-    classes: dict[str, type[ClusterHttpServer] | type[ClusterTcpServer]] = {
-        "http": ClusterHttpServer, "tcp": ClusterTcpServer}
-    server = classes[transport](domain, host, port, etcd=etcd, ttl=ttl, heartbeat=heartbeat,
-                 drain_delay=drain_delay, **options)
+    common: dict[str, Any] = dict(etcd=etcd, ttl=ttl, heartbeat=heartbeat,
+                                  drain_delay=drain_delay, **options)
+    if transport == "unix":
+        server: Any = servers.ClusterUnixServer(domain, path, **common)
+    else:
+        classes = {"http": servers.ClusterHttpServer, "tcp": servers.ClusterTcpServer}
+        cls = servers.ClusterWebSocketServer if transport == "ws" else classes[transport]
+        server = cls(domain, host, port, **common)
 
     def whoami() -> str:
         return "%s (pid %d)" % (server.url, os.getpid())
@@ -70,6 +78,8 @@ def serve_main(argv: list[str]) -> int:
     parser.add_argument("--etcd", help="etcd endpoints (default: $HPROSE_CLUSTER_ETCD)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--socket", metavar="PATH",
+                        help="unix socket path (--transport unix; default: a temporary one)")
     parser.add_argument("--ttl", type=int, default=10)
     parser.add_argument("--heartbeat", type=float, default=3.0)
     parser.add_argument("--drain-delay", type=float, default=0.5,
@@ -80,7 +90,8 @@ def serve_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     server = make_server(args.transport, args.domain or HELLO_DOMAINS[args.transport],
                          etcd=args.etcd, host=args.host, port=args.port, ttl=args.ttl,
-                         heartbeat=args.heartbeat, drain_delay=args.drain_delay)
+                         heartbeat=args.heartbeat, drain_delay=args.drain_delay,
+                         path=args.socket)
     server.start(block=False)
     # One line for whoever started us: the server is registered and serving.
     print("READY %s %d" % (server.url, os.getpid()), flush=True)
@@ -104,11 +115,16 @@ class _Servers:
 
     def __init__(self) -> None:
         self.procs: dict[int, subprocess.Popen[str]] = {}
+        self.sockets = tempfile.mkdtemp(prefix="hprose-cluster-demo-")  # unix sockets
+        self.started = 0
 
     def start(self, transport: str, domain: str, etcd: str) -> tuple[str, int]:
+        self.started += 1
+        extra = ["--socket", os.path.join(self.sockets, "hello-%d.sock" % self.started)] \
+            if transport == "unix" else []
         proc = subprocess.Popen(
             [sys.executable, "-m", "hprose_cluster.demo", "serve", "--transport", transport,
-             "--domain", domain, "--etcd", etcd, "--ttl", "3", "--heartbeat", "1"],
+             "--domain", domain, "--etcd", etcd, "--ttl", "3", "--heartbeat", "1", *extra],
             stdout=subprocess.PIPE, text=True, start_new_session=True)
         self.procs[proc.pid] = proc
         line = proc.stdout.readline().split() if proc.stdout else []
@@ -133,6 +149,7 @@ class _Servers:
             if proc.stdout:
                 proc.stdout.close()
         self.procs.clear()
+        shutil.rmtree(self.sockets, ignore_errors=True)  # a killed server leaves its socket
 
 
 def run_demo(transport: str = "tcp", *, rounds: int = 6, out: TextIO = sys.stdout) -> int:

@@ -20,7 +20,8 @@ from .errors import ConfigError
 
 DEFAULT_PREFIX = "hprose-service"
 MAX_RECORD_BYTES = 64 * 1024
-SCHEMES = ("http", "https", "tcp", "tcp4", "tcp6")
+SCHEMES = ("http", "https", "tcp", "tcp4", "tcp6", "ws", "wss", "unix")
+MAX_UNIX_PATH = 107  # bytes: sockaddr_un.sun_path holds 108 with the final NUL
 REQUIRED_FIELDS = (("UUID", str), ("Domain", str), ("ServerUrl", str), ("CPU", int))
 _MAX_NAME = 253
 # What _check_name rejects, as one regex: a client of 10,000 servers checks 20,000 names at
@@ -63,7 +64,8 @@ def validate_uuid(value: Any) -> str:
 
 def validate_url(url: Any) -> str:
     """Return ``url`` if we can call it: a known scheme, a host and a port (implicit 80/443
-    for http/https, explicit for tcp), and no blanks or control characters."""
+    for http/https and ws/wss, explicit for tcp), and no blanks or control characters.
+    A unix socket is ``unix:/absolute/path`` (Go's spelling; ``unix:///path`` too)."""
     if not isinstance(url, str) or not url:
         raise ConfigError("ServerUrl must be a non-empty string, got %r" % (url,))
     if len(url) > 2048:
@@ -74,6 +76,9 @@ def validate_url(url: Any) -> str:
     if parts.scheme not in SCHEMES:
         raise ConfigError("ServerUrl %r has scheme %r; supported: %s"
                           % (url, parts.scheme, ", ".join(SCHEMES)))
+    if parts.scheme == "unix":
+        unix_socket_path(url)
+        return url
     try:
         port = parts.port
     except ValueError as error:
@@ -85,6 +90,26 @@ def validate_url(url: Any) -> str:
     if port == 0:
         raise ConfigError("ServerUrl %r has port 0, which no client can call" % url)
     return url
+
+
+def unix_socket_path(url: str) -> str:
+    """The socket path of ``unix:/path/to.sock`` (or ``unix:///path/to.sock``), as Go's hprose
+    reads it; ``ConfigError`` for a relative or over-long path, or a host other than
+    localhost."""
+    parts = urlsplit(url)
+    if parts.scheme != "unix":
+        raise ConfigError("ServerUrl %r is not a unix: URL" % (url,))
+    if parts.netloc not in ("", "localhost"):
+        raise ConfigError("ServerUrl %r names host %r: a unix socket is local, write "
+                          "unix:/path/to.sock" % (url, parts.netloc))
+    path = parts.path
+    if not path.startswith("/"):
+        raise ConfigError("ServerUrl %r needs an absolute socket path (unix:/path/to.sock)"
+                          % (url,))
+    if len(path.encode("utf-8")) > MAX_UNIX_PATH:
+        raise ConfigError("ServerUrl %r: the socket path is longer than %d bytes"
+                          % (url, MAX_UNIX_PATH))
+    return path
 
 
 def validate_cpu(cpu: Any) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from typing import Any, Sequence
 
@@ -23,6 +24,7 @@ from .record import (ServerInfo, new_uuid, usable_cpus, validate_cpu, validate_d
 from .registrar import DEFAULT_HEARTBEAT, DEFAULT_TTL, Registrar
 from .transport.http import HttpServer
 from .transport.tcp import TcpServer
+from .transport.unix import UnixServer
 
 log = logging.getLogger("hprose_cluster.server")
 
@@ -115,3 +117,35 @@ class ClusterHttpServer(ClusterServer, HttpServer):
 
 class ClusterTcpServer(ClusterServer, TcpServer):
     """An hprose TCP service on threads that registers in ``domain`` while it serves."""
+
+
+class ClusterUnixServer(ClusterServer, UnixServer):
+    """An hprose service on a unix socket that registers ``unix:/path`` in ``domain``
+    (``path=None``: a socket in a new temporary folder)."""
+
+    def __init__(self, domain: str, path: str | None = None, **options: Any):
+        super().__init__(domain, path or "", 0, **options)
+
+
+_lazy_lock = threading.Lock()
+
+
+def __getattr__(name: str) -> Any:
+    """``ClusterWebSocketServer``, made on first use: it needs the optional ``websockets``
+    package (the ``websocket`` extra), which the other servers do not."""
+    if name != "ClusterWebSocketServer":
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    with _lazy_lock:
+        made = globals().get(name)
+        if made is None:
+            from .transport.websocket import WebSocketServer
+
+            class ClusterWebSocketServer(ClusterServer, WebSocketServer):
+                """An hprose WebSocket service (plain HTTP too, on the same port) on threads
+                that registers ``ws://host:port/`` (``wss://`` with an ``ssl_context``) in
+                ``domain`` while it serves."""
+
+            ClusterWebSocketServer.__module__ = __name__
+            ClusterWebSocketServer.__qualname__ = name
+            globals()[name] = made = ClusterWebSocketServer
+        return made

@@ -57,7 +57,7 @@ def test_bad_domains_are_refused(domain):
 
 @pytest.mark.parametrize("field, kwargs", [
     ("ServerUrl", {"url": "tcp://nohost"}),
-    ("ServerUrl", {"url": "unix:/tmp/sock"}),
+    ("ServerUrl", {"url": "unix:tmp/sock"}),  # unix: needs an absolute path
     ("ServerUrl", {"url": "http://:80/"}),
     ("UUID", {"uuid": "a/b"}),
     ("CPU", {"cpu": -1}),
@@ -72,3 +72,23 @@ def test_record_round_trips_through_json():
     info = ServerInfo("d.x", "tcp6://[::1]:99", uuid="z", cpu=3)
     assert ServerInfo.from_json(info.to_json(), info.key()) == info
     assert json.loads(info.to_json())["ServerUrl"] == "tcp6://[::1]:99"
+
+
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:52677/", "wss://h/", "ws://[::1]:80/any/path",
+                                 "unix:/tmp/hello.sock", "unix:///tmp/hello.sock",
+                                 "unix://localhost/tmp/hello.sock"])
+def test_websocket_and_unix_urls_are_records(url):
+    info = ServerInfo.from_json(ServerInfo("ws.hello.server", url, uuid="u").to_json())
+    assert info.url == url
+
+
+@pytest.mark.parametrize("url, complaint", [
+    ("ws://:80/", "no host"),
+    ("wss://h:0/", "port 0"),
+    ("unix:relative.sock", "absolute"),
+    ("unix://otherhost/tmp/a.sock", "local"),
+    ("unix:/" + "x" * 120, "longer than 107"),
+])
+def test_bad_websocket_and_unix_urls_name_the_problem(url, complaint):
+    with pytest.raises(ConfigError, match=complaint):
+        ServerInfo("d.x", url)
