@@ -25,6 +25,7 @@ T = TypeVar("T")
 TCP_SCHEMES = ("tcp", "tcp4", "tcp6")
 HTTP_SCHEMES = ("http", "https")
 WEBSOCKET_SCHEMES = ("ws", "wss")
+UNIX_SCHEMES = ("unix",)
 
 
 class AsyncTransport(Protocol):
@@ -48,8 +49,8 @@ def open_async_transport(url: str, *, ssl_context: Any = None, connections: int 
                          connect_timeout: float = 5.0) -> AsyncTransport:
     """An ``AsyncTransport`` for ``url``, by its scheme.
 
-    ``connections``: full-duplex connections per server for ``tcp://`` and ``ws://`` (default
-    1), most connections at once for ``http://`` (default 32).
+    ``connections``: full-duplex connections per server for ``tcp://``, ``ws://`` and
+    ``unix:`` (default 1), most connections at once for ``http://`` (default 32).
     """
     scheme = urlsplit(url).scheme.lower()
     options: dict[str, Any] = {"connect_timeout": connect_timeout, "ssl_context": ssl_context}
@@ -64,8 +65,11 @@ def open_async_transport(url: str, *, ssl_context: Any = None, connections: int 
     if scheme in WEBSOCKET_SCHEMES:
         from .websocket import AsyncWebSocketTransport
         return AsyncWebSocketTransport(url, **options)
-    raise ConfigError("cannot call %r: unknown scheme %r (supported: %s)"
-                      % (url, scheme, ", ".join(TCP_SCHEMES + HTTP_SCHEMES + WEBSOCKET_SCHEMES)))
+    if scheme in UNIX_SCHEMES:
+        from .tcp import AsyncUnixTransport
+        return AsyncUnixTransport(url, **options)
+    raise ConfigError("cannot call %r: unknown scheme %r (supported: %s)" % (
+        url, scheme, ", ".join(TCP_SCHEMES + HTTP_SCHEMES + WEBSOCKET_SCHEMES + UNIX_SCHEMES)))
 
 
 def connect_error(url: str, error: BaseException, limit: float | None) -> ConnectError:

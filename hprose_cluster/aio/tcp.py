@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
+from typing import Any, Callable
 
 from ..errors import ConfigError, FrameError
+from ..record import unix_socket_path
 from ..transport import framing
 from ..transport.tcp import parse_tcp_url
 from .base import connect_error
@@ -20,7 +23,7 @@ from .multiplex import MuxConnection, MuxTransport, connect_options
 
 log = logging.getLogger("hprose_cluster.aio.tcp")
 
-__all__ = ["AsyncTcpTransport"]
+__all__ = ["AsyncTcpTransport", "AsyncUnixTransport"]
 
 
 class _TcpConnection(MuxConnection):
@@ -67,7 +70,7 @@ class AsyncTcpTransport(MuxTransport):
     def __init__(self, url: str, *, connections: int = 1, connect_timeout: float | None = 5.0,
                  max_frame: int = framing.DEFAULT_MAX_FRAME,
                  ssl_context: ssl.SSLContext | None = None):
-        self.scheme, self.host, self.port, self.family = parse_tcp_url(url)
+        self.scheme, self.host, self.port, self.family = self._parse_url(url)
         super().__init__(url, connections)
         if max_frame < 1 or max_frame > framing.LENGTH_MASK:
             raise ConfigError("max_frame for %s must be in 1..%d" % (url, framing.LENGTH_MASK))
@@ -78,13 +81,43 @@ class AsyncTcpTransport(MuxTransport):
     def __repr__(self) -> str:
         return "AsyncTcpTransport(%r, %d connections)" % (self.url, len(self._slots))
 
+    def _parse_url(self, url: str) -> tuple[str, str, int, int]:
+        return parse_tcp_url(url)
+
+    async def _create(self, factory: Callable[[], _TcpConnection]) -> _TcpConnection:
+        _, conn = await asyncio.get_running_loop().create_connection(
+            factory, self.host, self.port, family=self.family,
+            **connect_options(self.ssl_context, self.host))
+        return conn
+
     async def _open(self, limit: float | None) -> MuxConnection:
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(limit):
-                _, conn = await loop.create_connection(
-                    lambda: _TcpConnection(self.url, self.max_frame), self.host, self.port,
-                    family=self.family, **connect_options(self.ssl_context, self.host))
+                return await self._create(lambda: _TcpConnection(self.url, self.max_frame))
         except (OSError, ssl.SSLError, TimeoutError) as error:  # refused, DNS, TLS, slow
             raise connect_error(self.url, error, limit) from error
+
+
+class AsyncUnixTransport(AsyncTcpTransport):
+    """The hprose TCP wire (full duplex) over the unix socket of ``unix:/path/to.sock``."""
+
+    what = "hprose unix"
+
+    def __init__(self, url: str, *, connections: int = 1, connect_timeout: float | None = 5.0,
+                 max_frame: int = framing.DEFAULT_MAX_FRAME, ssl_context: Any = None):
+        super().__init__(url, connections=connections, connect_timeout=connect_timeout,
+                         max_frame=max_frame)  # no TLS on a local socket
+
+    def __repr__(self) -> str:
+        return "AsyncUnixTransport(%r, %d connections)" % (self.url, len(self._slots))
+
+    def _parse_url(self, url: str) -> tuple[str, str, int, int]:
+        try:
+            path = unix_socket_path(url)
+        except ConfigError as error:
+            raise ConfigError("bad hprose unix socket URL %r: %s" % (url, error)) from error
+        return "unix", path, 0, socket.AF_UNIX
+
+    async def _create(self, factory: Callable[[], _TcpConnection]) -> _TcpConnection:
+        _, conn = await asyncio.get_running_loop().create_unix_connection(factory, self.host)
         return conn

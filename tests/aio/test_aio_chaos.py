@@ -155,8 +155,10 @@ def test_etcd_paused_past_the_ttl_costs_no_call(etcd_factory, domain, arun):
 
 
 @pytest.mark.timeout(120)
-def test_cancelled_and_timed_out_calls_leave_every_connection_usable(etcd, domain, arun):
-    with Fleet(domain, etcd.endpoint, ttl=TTL, heartbeat=HEARTBEAT) as fleet:
+@pytest.mark.parametrize("transport", ["tcp", "ws"])
+def test_cancelled_and_timed_out_calls_leave_every_connection_usable(etcd, domain, arun,
+                                                                    transport):
+    with Fleet(domain, etcd.endpoint, ttl=TTL, heartbeat=HEARTBEAT, transport=transport) as fleet:
         fleet.start(2)
 
         async def main() -> None:
@@ -205,7 +207,7 @@ def test_cancelled_and_timed_out_calls_leave_every_connection_usable(etcd, domai
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("transport", ["tcp", "http"])
+@pytest.mark.parametrize("transport", ["tcp", "http", "ws"])
 def test_aclose_leaves_no_task_thread_or_socket(etcd, domain, arun, transport):
     with Fleet(domain, etcd.endpoint, ttl=TTL, heartbeat=HEARTBEAT, transport=transport) as fleet:
         fleet.start(2)

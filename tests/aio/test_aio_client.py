@@ -28,9 +28,11 @@ async def whoami_url(client: AsyncClusterClient) -> str:
     return (await client.whoami()).split(" ")[0]
 
 
-@pytest.mark.parametrize("transport", ["tcp", "http"])
+@pytest.mark.parametrize("transport", ["tcp", "http", "ws", "unix"])
 def test_calls_like_an_hprose_client(etcd, domain, hello_servers, arun, transport):
-    hello_servers(domain, transport)
+    server = hello_servers(domain, transport)
+    assert server.url.startswith({"tcp": "tcp4", "http": "http", "ws": "ws",
+                                  "unix": "unix"}[transport] + ":")
 
     async def main() -> None:
         async with AsyncClusterClient(domain, etcd=etcd.endpoint) as client:
@@ -44,6 +46,8 @@ def test_calls_like_an_hprose_client(etcd, domain, hello_servers, arun, transpor
                 await client.fail()
             with pytest.raises(TypeError, match="bogus"):
                 await client.invoke("hello", ["x"], bogus=1)
+            results = await asyncio.gather(*(client.sum(i, 1) for i in range(500)))
+            assert results == [i + 1 for i in range(500)]
 
     arun(main())
 

@@ -57,7 +57,7 @@ def tls_server(etcd, pki):
         server.stop(drain_timeout=1)
 
 
-@pytest.mark.parametrize("transport", ["tcp", "http"])
+@pytest.mark.parametrize("transport", ["tcp", "http", "ws"])
 def test_a_verifying_client_calls_tls_servers_with_many_calls_in_flight(
         etcd, domain, pki, tls_server, arun, transport):
     server = tls_server(domain, transport)
@@ -74,7 +74,7 @@ def test_a_verifying_client_calls_tls_servers_with_many_calls_in_flight(
     arun(main())
 
 
-@pytest.mark.parametrize("transport", ["tcp", "http"])
+@pytest.mark.parametrize("transport", ["tcp", "http", "ws"])
 def test_a_certificate_that_does_not_verify_is_a_connect_error(etcd, domain, pki, tls_server,
                                                                arun, transport):
     server = tls_server(domain, transport)
@@ -94,7 +94,7 @@ def test_a_certificate_that_does_not_verify_is_a_connect_error(etcd, domain, pki
         assert "certificate verification failed" in message and server.url in message
 
 
-@pytest.mark.parametrize("transport", ["tcp", "http"])
+@pytest.mark.parametrize("transport", ["tcp", "http", "ws"])
 def test_client_certificates(etcd, domain, pki, tls_server, arun, transport):
     server = tls_server(domain, transport,
                         ssl_context=server_context(pki, require_client_cert=True))
