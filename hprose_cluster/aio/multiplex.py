@@ -169,12 +169,13 @@ class MuxConnection(asyncio.Protocol):
         pending[request_id] = future
         data = self.encode(request, request_id)
         batch = self._batch
-        if batch is None:  # the first request of this loop step goes out now
-            _write(transport, data)
-            self._batch = []
-            loop.call_soon(self._write_batch)
-        else:  # the others wait for the end of the step and go out in one write
+        if batch is not None:  # after the first of this loop step: one write at its end
             batch.append((request_id, data))
+        else:  # the first goes out now; with others in flight, more are likely to follow
+            _write(transport, data)
+            if len(pending) > 1:
+                self._batch = []
+                loop.call_soon(self._write_batch)
         timer = None
         if at is not None:
             timer = loop.call_at(at, self._expire, future, deadline)
