@@ -38,9 +38,6 @@ log = logging.getLogger("hprose_cluster.aio.client")
 
 __all__ = ["AsyncClusterClient"]
 
-_CALL_OPTIONS = ("timeout", "idempotent")
-
-
 class AsyncClusterClient:
     """An asyncio hprose client for every server of ``domain``.
 
@@ -56,6 +53,8 @@ class AsyncClusterClient:
     domain; a first call starts it too.  ``await client.aclose()`` closes every connection
     and stops following the domain.  Use a client from the event loop it started on.
     """
+
+    CALL_OPTIONS = ("timeout", "idempotent")
 
     def __init__(self, domain: str, *, etcd: EtcdConfig | str | Sequence[str] | None = None,
                  selector: "str | Selector" = "random", failover: FailoverPolicy | None = None,
@@ -75,6 +74,7 @@ class AsyncClusterClient:
         self.ejector = Ejector(policy.eject_after, policy.eject_for)
         self.timeout = timeout
         self.simple = simple
+        self._filters: list[Any] = []
         self._transport_options: dict[str, Any] = {
             "ssl_context": ssl_context, "connections": connections,
             "connect_timeout": connect_timeout}
@@ -130,6 +130,14 @@ class AsyncClusterClient:
         """A proxy whose attributes are remote methods (``uri`` is accepted and ignored)."""
         return _Proxy(self.invoke)
 
+    def addFilter(self, _filter: Any) -> None:  # noqa: N802 - hprose's name
+        """An hprose filter: ``outputFilter(request, client)`` before sending,
+        ``inputFilter(reply, client)`` after, as with the blocking clients."""
+        self._filters.append(_filter)
+
+    def removeFilter(self, _filter: Any) -> None:  # noqa: N802 - hprose's name
+        self._filters.remove(_filter)
+
     async def invoke(self, name: str, args: Sequence[Any] = (), *, byref: bool = False,
                      resultMode: int = HproseResultMode.Normal,  # noqa: N803 - hprose's name
                      simple: bool | None = None, **options: Any) -> Any:
@@ -141,9 +149,11 @@ class AsyncClusterClient:
         An hprose ``E`` reply raises ``HproseException``; a call no server could take raises
         ``NoServerAvailable`` (or the ``TransportError`` of a call that may not be repeated).
         """
-        unknown = [key for key in options if key not in _CALL_OPTIONS]
+        unknown = [key for key in options if key not in self.CALL_OPTIONS]
         if unknown:
-            raise TypeError("unknown call option(s): %s" % ", ".join(sorted(unknown)))
+            raise TypeError("%s.invoke() got unknown call option(s) %s (allowed: %s)"
+                            % (type(self).__name__, ", ".join(map(repr, sorted(unknown))),
+                               ", ".join(self.CALL_OPTIONS)))
         if not self._started:
             await self.start()
         elif self._closed:
@@ -153,6 +163,8 @@ class AsyncClusterClient:
                                      "event loop than the one it started on" % self.domain)
         values = list(args)
         request = encode_request(name, values, byref, self.simple if simple is None else simple)
+        for _filter in self._filters:
+            request = _filter.outputFilter(request, self)
         timeout = options.get("timeout", self.timeout)
         attempts = CallAttempts(name, self.failover, self.selector, self.ejector,
                                 domain=self.domain, idempotent=options.get("idempotent"),
@@ -182,6 +194,8 @@ class AsyncClusterClient:
                     await asyncio.sleep(delay)
                 continue
             attempts.succeeded(server)
+            for _filter in reversed(self._filters):
+                reply = _filter.inputFilter(reply, self)
             try:
                 result = decode_reply(reply, values, resultMode)
             except HproseException:

@@ -44,12 +44,36 @@ def test_calls_like_an_hprose_client(etcd, domain, hello_servers, arun, transpor
             assert raw == b'Rs7"Hello r"'
             with pytest.raises(HproseException, match="boom"):
                 await client.fail()
-            with pytest.raises(TypeError, match="bogus"):
+            with pytest.raises(TypeError, match="unknown call option.*'bogus'"):
                 await client.invoke("hello", ["x"], bogus=1)
             results = await asyncio.gather(*(client.sum(i, 1) for i in range(500)))
             assert results == [i + 1 for i in range(500)]
 
     arun(main())
+
+
+def test_filters_see_request_and_reply(etcd, domain, hello_servers, arun):
+    hello_servers(domain, "tcp")
+    seen = []
+
+    class Recorder:
+        def outputFilter(self, data, context):  # noqa: N802 - hprose's name
+            seen.append(("out", data, context))
+            return data
+
+        def inputFilter(self, data, context):  # noqa: N802
+            seen.append(("in", data, context))
+            return data
+
+    async def main() -> AsyncClusterClient:
+        async with AsyncClusterClient(domain, etcd=etcd.endpoint) as client:
+            client.addFilter(Recorder())
+            assert await client.hello("world") == "Hello world"
+            return client
+
+    client = arun(main())
+    assert seen == [("out", b'Cs5"hello"a1{s5"world"}z', client),
+                    ("in", b'Rs11"Hello world"z', client)]
 
 
 def test_byref_arguments_are_written_back(etcd, domain, arun):
