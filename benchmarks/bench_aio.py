@@ -53,7 +53,7 @@ def async_round(domain: str, etcd: str, in_flight: int, connections: int) -> Rou
     def run(seconds: float) -> tuple[int, float, float]:
         async def main() -> tuple[int, float, float]:
             async with AsyncClusterClient(domain, etcd=etcd, connections=connections) as client:
-                if not await client.wait_for_servers(1, timeout=10):
+                if not await client.wait_for_servers(10, count=1):
                     raise RuntimeError("no server in %s" % domain)
                 await asyncio.gather(*(client.hello("w") for _ in range(min(in_flight, 200))))
                 counts = [0] * in_flight
@@ -181,9 +181,15 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--rounds", type=int, help="rounds per contender (default 9, quick 3)")
+    parser.add_argument("--seconds", type=float, help="seconds per round (default 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
     settings = Settings.make(args.quick)
+    if args.rounds:
+        settings.rounds = args.rounds
+    if args.seconds:
+        settings.round_s = args.seconds
     began = time.monotonic()
     with EmbeddedEtcd(name="bench-aio") as etcd:
         rows = aio(etcd.endpoint, settings)

@@ -107,8 +107,9 @@ class AsyncClusterClient:
         """The current primary (random selector only), else None."""
         return getattr(self.selector, "primary", None)
 
-    async def wait_for_servers(self, count: int = 1, timeout: float | None = None) -> bool:
-        """Wait until the domain has at least ``count`` servers; False after ``timeout``."""
+    async def wait_for_servers(self, timeout: float | None = None, count: int = 1) -> bool:
+        """Wait until the domain has at least ``count`` servers; False after ``timeout``
+        (``Discovery.wait_for_servers``, without blocking the loop)."""
         await self.start()
         try:
             async with asyncio.timeout(timeout):

@@ -20,12 +20,13 @@ from typing import Any
 
 from ..errors import ConfigError, ConnectError, FrameError, TransportError
 from ..transport import framing
+from ..transport.websocket.protocol import DRAIN_CLOSE
 from .base import connect_error, retrieve
 from .multiplex import MuxConnection, MuxTransport, connect_options
 
 try:
     from websockets.client import ClientProtocol
-    from websockets.exceptions import InvalidURI, WebSocketException
+    from websockets.exceptions import InvalidURI, PayloadTooBig, WebSocketException
     from websockets.frames import Opcode
     from websockets.http11 import Response
     from websockets.protocol import State
@@ -129,15 +130,29 @@ class _WsConnection(MuxConnection):
         self.reply(request_id, bytes(data[4:]))
 
     def _closing(self) -> None:
+        """The WebSocket is closing: fail the calls still waiting, saying whether they may
+        have run.  Our server's drain close (``DRAIN_CLOSE``) promises that every request it
+        read was answered first and none after ran: those calls were never executed."""
         protocol = self.protocol
-        reason = "closed by the server"
-        if protocol.close_exc is not None:
-            reason = str(protocol.close_exc)
+        close = protocol.close_rcvd
         if not self.open.done():
-            self.open.set_exception(ConnectError("WebSocket connection to %s %s during the "
-                                                 "handshake" % (self.url, reason), url=self.url))
-        self.fail(TransportError("hprose WebSocket connection to %s %s" % (self.url, reason),
-                                 url=self.url, sent=True))
+            self.open.set_exception(ConnectError("WebSocket connection to %s closed during the "
+                                                 "handshake: %s" % (self.url, close or
+                                                                    protocol.close_exc),
+                                                 url=self.url))
+        error: TransportError
+        if isinstance(protocol.parser_exc, PayloadTooBig):
+            error = FrameError("hprose WebSocket reply from %s refused: %s"
+                               % (self.url, protocol.parser_exc), url=self.url)
+        elif close is not None and close.code == DRAIN_CLOSE:
+            error = TransportError("hprose WebSocket server %s closed the connection (draining)"
+                                   " before reading the request" % self.url, url=self.url,
+                                   sent=False)
+        else:
+            reason = close if close is not None else protocol.close_exc or "connection closed"
+            error = TransportError("hprose WebSocket connection to %s closed: %s"
+                                   % (self.url, reason), url=self.url, sent=True)
+        self.fail(error, abort=False)  # let the echo of the close go out
 
     def eof_received(self) -> bool | None:
         if self.error is None:

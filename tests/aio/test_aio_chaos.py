@@ -109,7 +109,7 @@ def test_a_server_sigkilled_under_load_costs_no_call(etcd_factory, domain, arun)
 
         async def main() -> None:
             async with make_client(domain, etcd.endpoint, selector="round-robin") as client:
-                assert await client.wait_for_servers(3, timeout=10)
+                assert await client.wait_for_servers(10, count=3)
                 async with AsyncLoad(lambda: client.hello("chaos"), tasks=200) as load:
                     assert await load.wait_calls(500)
                     victim = fleet.servers[0]
@@ -133,7 +133,7 @@ def test_etcd_paused_past_the_ttl_costs_no_call(etcd_factory, domain, arun):
 
         async def main() -> None:
             async with make_client(domain, etcd.endpoint) as client:
-                assert await client.wait_for_servers(3, timeout=10)
+                assert await client.wait_for_servers(10, count=3)
                 async with AsyncLoad(lambda: client.hello("chaos"), tasks=100) as load:
                     assert await load.wait_calls(300)
                     etcd.pause()
@@ -164,7 +164,7 @@ def test_cancelled_and_timed_out_calls_leave_every_connection_usable(etcd, domai
         async def main() -> None:
             async with make_client(domain, etcd.endpoint, selector="round-robin",
                                    connections=2, timeout=30) as client:
-                assert await client.wait_for_servers(2, timeout=10)
+                assert await client.wait_for_servers(10, count=2)
                 for _ in range(8):  # open both connections of both servers
                     await asyncio.gather(*(client.hello(str(i)) for i in range(20)))
                 transports = list(client._transports.values())
@@ -218,7 +218,7 @@ def test_aclose_leaves_no_task_thread_or_socket(etcd, domain, arun, transport):
             for _ in range(3):
                 client = make_client(domain, etcd.endpoint, selector="round-robin")
                 await client.start()
-                assert await client.wait_for_servers(2, timeout=10)
+                assert await client.wait_for_servers(10, count=2)
                 slow = asyncio.ensure_future(client.sleep(3, idempotent=False, timeout=20))
                 slower = asyncio.ensure_future(client.sleep(3, idempotent=True, timeout=20))
                 assert await asyncio.gather(*(client.hello(str(i)) for i in range(500))) == \

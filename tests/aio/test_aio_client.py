@@ -108,7 +108,7 @@ def test_business_error_rotates_the_primary(etcd, domain, hello_servers, arun):
 
     async def main() -> None:
         async with AsyncClusterClient(domain, etcd=etcd.endpoint) as client:
-            assert await client.wait_for_servers(3, timeout=5)
+            assert await client.wait_for_servers(5, count=3)
             first = await whoami_url(client)
             assert await whoami_url(client) == first, "the primary stays until a call fails"
             with pytest.raises(HproseException):
@@ -126,7 +126,7 @@ def test_round_robin_over_a_mixed_domain_and_a_new_server_is_noticed(etcd, domai
         async with AsyncClusterClient(domain, etcd=etcd.endpoint, selector="round-robin") as client:
             assert await whoami_url(client) == first.url
             late = hello_servers(domain, "http")
-            assert await client.wait_for_servers(2, timeout=5)
+            assert await client.wait_for_servers(5, count=2)
             answered = {await whoami_url(client) for _ in range(4)}
             assert answered == {first.url, late.url}
 
@@ -143,7 +143,7 @@ def test_a_refused_server_is_skipped_and_ejected_even_when_not_idempotent(etcd, 
             async def main() -> None:
                 async with AsyncClusterClient(domain, etcd=etcd.endpoint,
                                               selector="round-robin") as client:
-                    assert await client.wait_for_servers(2, timeout=5)
+                    assert await client.wait_for_servers(5, count=2)
                     for i in range(10):
                         assert await client.sum(i, 1) == i + 1
                     assert client.ejector.is_ejected(dead.url)
@@ -233,7 +233,7 @@ def test_the_timeout_bounds_the_whole_call(etcd, domain, arun):
         async with AsyncClusterClient(domain, etcd=etcd.endpoint,
                                       selector=Ordered(slow.url, fast.url), timeout=0.5,
                                       failover=FailoverPolicy(eject_after=0)) as client:
-            assert await client.wait_for_servers(2, timeout=5)
+            assert await client.wait_for_servers(5, count=2)
             for idempotent in (False, True):
                 started = time.monotonic()
                 with pytest.raises(CallTimeout) as caught:
@@ -261,7 +261,7 @@ def test_a_server_killed_mid_call_is_retried_only_when_idempotent(etcd, domain, 
             async def main() -> None:
                 async with AsyncClusterClient(domain, etcd=etcd.endpoint, timeout=10,
                                               selector=Ordered(victim.url, other.url)) as client:
-                    assert await client.wait_for_servers(2, timeout=5)
+                    assert await client.wait_for_servers(5, count=2)
                     killer = threading.Timer(0.5, victim.kill)
                     killer.start()
                     started = time.monotonic()
@@ -291,7 +291,7 @@ def test_one_discovery_shared_by_a_blocking_and_an_asyncio_client(etcd, domain, 
             async with AsyncClusterClient(domain, discovery=discovery) as client:
                 assert client.discovery is blocking.discovery
                 late = hello_servers(domain, "http")
-                assert await client.wait_for_servers(2, timeout=5)
+                assert await client.wait_for_servers(5, count=2)
                 assert late.url in {s.url for s in client.servers()}
                 assert await client.hello("a") == "Hello a"
 

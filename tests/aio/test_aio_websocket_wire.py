@@ -18,7 +18,8 @@ from typing import Callable
 
 import pytest
 
-from hprose_cluster import AsyncClusterClient, FrameError, Registrar, ServerInfo
+from hprose_cluster import (AsyncClusterClient, FrameError, Registrar, ServerInfo,
+                            TransportError)
 from hprose_cluster.aio.websocket import AsyncWebSocketTransport
 from hprose_cluster.deadline import Deadline
 from hprose_cluster.record import SCHEMES
@@ -194,6 +195,36 @@ def test_a_message_shorter_than_an_id_fails_that_connection_only(arun):
 
     arun(main())
     peer.close()
+
+
+def test_a_drain_close_fails_the_calls_left_as_never_sent(arun):
+    """Close 4000 from our server: it answered every request it read before the close, so
+    the calls still waiting never ran (sent=False: failover may retry them anywhere)."""
+    def script(peer: GoLikePeer) -> None:
+        first = peer.read_frame()[2]
+        peer.read_frame()  # the second request: not read as far as the server is concerned
+        peer.send(frame(2, first[:4] + encode_result("first")))
+        peer.send(frame(8, struct.pack(">H", 4000) + b"draining"))
+        opcode, _, payload = peer.read_frame()
+        assert opcode == 8 and payload[:2] == struct.pack(">H", 4000)  # the echo
+
+    peer = GoLikePeer(script)
+
+    async def main() -> list:
+        transport = AsyncWebSocketTransport(peer.url)
+        try:
+            first = asyncio.ensure_future(transport.round_trip(request("a", 1), Deadline(5)))
+            await asyncio.sleep(0)
+            second = asyncio.ensure_future(transport.round_trip(request("b", 2), Deadline(5)))
+            return await asyncio.gather(first, second, return_exceptions=True)
+        finally:
+            await transport.aclose()
+
+    first, second = arun(main())
+    peer.close()
+    assert decode_reply(first, None, 0) == "first"
+    assert isinstance(second, TransportError) and second.sent is False
+    assert "draining" in str(second)
 
 
 @pytest.mark.skipif("ws" not in SCHEMES, reason="ws:// records not accepted yet (record.py)")
