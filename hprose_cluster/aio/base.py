@@ -41,6 +41,11 @@ class AsyncTransport(Protocol):
         task frees the call's place and leaves the connection usable by every other call.
         """
 
+    def retire(self) -> None:
+        """The server left its domain: open no new connection to it.  A call that would need
+        one fails with ``ConnectError`` (nothing sent: failover takes it elsewhere); calls on
+        open connections go on, so a draining server can finish them."""
+
     async def aclose(self) -> None:
         """Close every connection (calls in flight fail); a later call opens new ones."""
 
@@ -93,6 +98,10 @@ def remaining(at: float | None, loop: asyncio.AbstractEventLoop) -> float | None
     if at is None:
         return None
     return max(0.0, at - loop.time())
+
+
+def retired_error(url: str) -> ConnectError:
+    return ConnectError("%s left its domain: no new connection is opened to it" % url, url=url)
 
 
 def copy_error(error: TransportError) -> TransportError:

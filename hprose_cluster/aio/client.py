@@ -264,6 +264,7 @@ class AsyncClusterClient:
             if info.url not in current:
                 transport = self._transports.pop(info.url, None)
                 if transport is not None:
+                    transport.retire()  # calls that picked it before it left go elsewhere
                     self._retired.append(transport)
                 self.ejector.forget(info.url)
         for transport in to_close:

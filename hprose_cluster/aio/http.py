@@ -25,7 +25,7 @@ from typing import Any, Mapping
 from ..deadline import NO_DEADLINE, Deadline
 from ..errors import CallTimeout, ConfigError, ConnectError, TransportError
 from ..transport.errors import call_failed, timed_out_unsent
-from .base import connect_error, loop_deadline, remaining
+from .base import connect_error, loop_deadline, remaining, retired_error
 
 log = logging.getLogger("hprose_cluster.aio.http")
 
@@ -111,6 +111,7 @@ class AsyncHttpTransport:
         self._idle: list[_Conn] = []
         self._open: set[_Conn] = set()
         self._generation = 0
+        self._retired = False
 
     def __repr__(self) -> str:
         return "AsyncHttpTransport(%r)" % (self.url,)
@@ -141,6 +142,9 @@ class AsyncHttpTransport:
         finally:
             self._slots.release()
 
+    def retire(self) -> None:
+        self._retired = True
+
     async def aclose(self) -> None:
         """Close every connection and wait until the sockets are closed."""
         self._generation += 1
@@ -161,6 +165,8 @@ class AsyncHttpTransport:
         conn.abort()
 
     async def _connect(self, at: float | None, deadline: Deadline) -> _Conn:
+        if self._retired:
+            raise retired_error(self.url)
         limit = self.connect_timeout
         left = remaining(at, asyncio.get_running_loop())
         if left is not None:
@@ -178,6 +184,9 @@ class AsyncHttpTransport:
         except (OSError, ssl.SSLError, TimeoutError) as error:  # refused, DNS, TLS, slow
             raise connect_error(self.url, error, limit) from error
         conn = _Conn(reader, writer)
+        if self._retired:  # it left while we were connecting: nothing sent yet
+            conn.abort()
+            raise retired_error(self.url)
         if generation != self._generation:
             conn.abort()
             raise ConnectError("HTTP transport to %s was closed while connecting" % self.url,

@@ -29,7 +29,7 @@ from typing import Any
 from ..deadline import NO_DEADLINE, Deadline
 from ..errors import CallTimeout, ConfigError, ConnectError, TransportError
 from ..transport.errors import refused_handshake, timed_out_unsent
-from .base import copy_error, loop_deadline, retrieve
+from .base import copy_error, loop_deadline, retired_error, retrieve
 
 
 class DeadConnection(Exception):
@@ -216,6 +216,10 @@ class MuxTransport:
         self._locks: list[asyncio.Lock] | None = None
         self._open_conns: set[MuxConnection] = set()
         self._generation = 0  # bumped by aclose(): a connect that was under way is dropped
+        self._retired = False
+
+    def retire(self) -> None:
+        self._retired = True
 
     async def _open(self, limit: float | None) -> MuxConnection:
         raise NotImplementedError
@@ -292,8 +296,13 @@ class MuxTransport:
         if at is not None:
             left = max(0.0, at - asyncio.get_running_loop().time())
             limit = left if limit is None else min(limit, left)
+        if self._retired:
+            raise retired_error(self.url)
         generation = self._generation
         conn = await self._open(limit)
+        if self._retired:  # it left while we were connecting: nothing sent yet
+            conn.fail(retired_error(self.url))
+            raise retired_error(self.url)
         if generation != self._generation:
             conn.fail(TransportError("%s connection to %s was closed by the client"
                                      % (self.what, self.url), url=self.url, sent=False))

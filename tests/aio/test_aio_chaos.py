@@ -125,6 +125,45 @@ def test_a_server_sigkilled_under_load_costs_no_call(etcd_factory, domain, arun)
         arun(main(), timeout=80)
 
 
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("transport", [
+    "tcp",
+    pytest.param("http", marks=pytest.mark.xfail(reason=(
+        "serving.py stops accepting when stop() begins, before the drain delay: replies "
+        "carry Connection: close meanwhile, the connections a client opens to replace them "
+        "wait in the listen backlog and are reset with their requests when the listener "
+        "closes 0.5 s later (not executed, but indistinguishable from a crash)"),
+        strict=False)),
+    "ws"])
+def test_a_rolling_restart_with_drain_costs_no_call_that_may_not_be_retried(
+        etcd_factory, domain, arun, transport):
+    """Servers leave the registry, keep serving for their drain delay, finish what they read
+    and stop: calls not marked idempotent never fail, on any transport."""
+    etcd = etcd_factory()
+    with Fleet(domain, etcd.endpoint, ttl=TTL, heartbeat=HEARTBEAT, transport=transport) as fleet:
+        fleet.start(3)
+
+        async def main() -> None:
+            async with make_client(domain, etcd.endpoint, idempotent=False,
+                                   selector="round-robin") as client:
+                assert await client.wait_for_servers(10, count=3)
+                async with AsyncLoad(lambda: client.hello("restart"), tasks=100,
+                                     max_calls=5000, max_seconds=120) as load:
+                    assert await load.wait_calls(300)
+                    for old in list(fleet.servers):
+                        code = await asyncio.to_thread(old.terminate)  # SIGTERM: drain
+                        assert code == 0, old.log_tail()
+                        assert old.url not in {s.url for s in client.servers()}
+                        new, = await asyncio.to_thread(fleet.start, 1)
+                        assert await client.wait_for_servers(10, count=3)
+                        assert new.url in {s.url for s in client.servers()}
+                        assert await load.wait_calls(300)
+                assert not load.failures, load.describe()
+                assert {s.url for s in client.servers()} == fleet.urls()
+
+        arun(main(), timeout=140)
+
+
 @pytest.mark.timeout(90)
 def test_etcd_paused_past_the_ttl_costs_no_call(etcd_factory, domain, arun):
     etcd = etcd_factory()
