@@ -191,8 +191,9 @@ class AsyncClusterClient:
                 delay = attempts.failed(server, error)
                 if delay is None:
                     raise
-                if delay:
-                    await asyncio.sleep(delay)
+                left = attempts.remaining()
+                if delay and (left is None or left > 0):
+                    await asyncio.sleep(delay if left is None else min(delay, left))
                 continue
             attempts.succeeded(server)
             for _filter in reversed(self._filters):
@@ -301,8 +302,8 @@ class AsyncClusterClient:
 
     def _start_discovery(self) -> None:
         with self._lifecycle:
-            if not self._closed and self.discovery._thread is None:
-                self.discovery.start()
+            if not self._closed:
+                self.discovery.start()  # a no-op for a shared Discovery already started
 
     def _close_discovery(self) -> None:
         with self._lifecycle:  # waits for a start that is still reading etcd

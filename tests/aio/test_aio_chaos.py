@@ -246,7 +246,7 @@ def test_cancelled_and_timed_out_calls_leave_every_connection_usable(etcd, domai
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("transport", ["tcp", "http", "ws"])
+@pytest.mark.parametrize("transport", ["tcp", "http", "ws", "unix"])
 def test_aclose_leaves_no_task_thread_or_socket(etcd, domain, arun, transport):
     with Fleet(domain, etcd.endpoint, ttl=TTL, heartbeat=HEARTBEAT, transport=transport) as fleet:
         fleet.start(2)
