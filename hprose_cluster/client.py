@@ -19,10 +19,9 @@ from typing import Any, Sequence
 
 from hprose.common import HproseException
 
-from .attempts import CallAttempts
 from .deadline import Deadline
 from .discovery import Discovery
-from .errors import ConfigError, TransportError
+from .errors import ConfigError, NoServerAvailable, TransportError
 from .etcd import EtcdConfig
 from .failover import Ejector, FailoverPolicy
 from .record import ServerInfo, validate_domain
@@ -93,49 +92,70 @@ class ClusterClient(BaseClient):
         idempotent = options.pop("idempotent", None)
         if options:
             raise TypeError("unknown call option(s): %s" % ", ".join(sorted(options)))
+        policy = self.failover
+        if idempotent is None:
+            idempotent = policy.idempotent
         request = self._encode(name, args, byref, simple)
-        attempts = CallAttempts(name, self.failover, self.selector, self.ejector,
-                                domain=self.domain, idempotent=idempotent,
-                                deadline=Deadline(timeout))
-        while True:
-            server = attempts.pick(self.discovery.view)
-            if server is None and attempts.may_wait:
-                server = self._wait_for_server(attempts)
+        tried: set[str] = set()
+        failures: list[tuple[ServerInfo, TransportError]] = []
+        for attempt in range(policy.max_attempts):
+            server = self.selector.pick(self.discovery.view, tried, self.ejector)
+            if server is None and not failures:
+                wait = policy.wait_for_server if timeout is None \
+                    else min(timeout, policy.wait_for_server)
+                server = self._wait_for_server(tried, time.monotonic() + wait)
             if server is None:
-                raise attempts.exhausted("domain %r (etcd %s)"
-                                         % (self.domain, self.discovery.config.describe()))
-            attempts.begin(server)
+                break
+            tried.add(server.uuid)
             try:
                 reply = self._transport(server.url).round_trip(request, Deadline(timeout))
             except TransportError as error:
-                delay = attempts.failed(server, error)
-                if delay is None:
+                self.ejector.failure(server.url, certain=not error.sent)
+                self.selector.failed(server)
+                failures.append((server, error))
+                if not policy.may_retry(error, idempotent):
                     raise
+                log.info("call %s on %s failed (%s); trying another server of %r",
+                         name, server.url, error, self.domain)
+                delay = policy.delay(attempt)
                 if delay:
                     time.sleep(delay)
                 continue
-            attempts.succeeded(server)
+            self.ejector.success(server.url)
             try:
                 return self._decode(reply, args, result_mode)
             except HproseException:
-                attempts.business_error(server)
+                if policy.rotate_on_error:
+                    self.selector.failed(server)
                 raise
+        raise self._no_server(name, failures)
 
-    def _wait_for_server(self, attempts: CallAttempts) -> ServerInfo | None:
+    def _wait_for_server(self, tried: set[str], deadline: float) -> ServerInfo | None:
         """The view had no server to try before the first attempt (etcd just expired every
-        lease, say): wait (``attempts.wait_budget()``) for one to appear, since nothing was
-        sent yet.  A call whose servers all failed does not wait (``attempts.may_wait``)."""
-        deadline = time.monotonic() + attempts.wait_budget()
+        lease, say): wait until ``deadline`` for one to appear, since nothing was sent yet.
+        A call whose servers all failed does not wait: it fails at once with the causes."""
+        untried = lambda view: any(s.uuid not in tried for s in view.servers)  # noqa: E731
         while not self._closed:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
             # short waits, so a client closed meanwhile does not hold its callers
-            if self.discovery.wait_for(attempts.has_untried, min(remaining, 0.25)):
-                server = attempts.pick(self.discovery.view)
+            if self.discovery.wait_for(untried, min(remaining, 0.25)):
+                server = self.selector.pick(self.discovery.view, tried, self.ejector)
                 if server is not None:
                     return server
         return None
+
+    def _no_server(self, name: str, failures: list[tuple[ServerInfo, TransportError]]) -> NoServerAvailable:
+        where = "domain %r (etcd %s)" % (self.domain, self.discovery.config.describe())
+        if not failures:
+            error = NoServerAvailable("no server available for %s in %s" % (name, where))
+            return error
+        tried = "; ".join("%s: %s" % (server.url, error) for server, error in failures)
+        error = NoServerAvailable("call %s failed on every server tried in %s: %s"
+                                  % (name, where, tried))
+        error.__cause__ = failures[-1][1]
+        return error
 
     def _transport(self, url: str) -> Transport:
         transport = self._transports.get(url)

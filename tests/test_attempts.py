@@ -42,6 +42,7 @@ def test_a_call_never_tries_a_server_twice_nor_more_than_max_attempts():
     assert isinstance(error, NoServerAvailable) and isinstance(error.__cause__, ConnectError)
     assert WHERE in str(error) and all("127.0.0.1:%d" % (9000 + int(u[1:])) in str(error)
                                        for u in seen)
+    assert "attempt 1 on " in str(error) and "attempt 3 on " in str(error)
 
 
 def test_sent_failures_are_retried_only_when_idempotent():
@@ -61,12 +62,18 @@ def test_sent_failures_are_retried_only_when_idempotent():
 def test_backoff_grows_and_is_capped():
     call = attempts(FailoverPolicy(max_attempts=5, backoff=0.1, backoff_max=0.25))
     delays = []
-    for _ in range(4):
+    for _ in range(5):
         server = call.pick(view(5))
         assert server is not None
         call.begin(server)
         delays.append(call.failed(server, ConnectError("refused", url=server.url)))
-    assert delays == [0.1, 0.2, 0.25, 0.25]
+    assert delays == [0.1, 0.2, 0.25, 0.25, 0.0]  # no wait after the last attempt
+    capped = attempts(FailoverPolicy(backoff=5.0, backoff_max=5.0), deadline=Deadline(0.5))
+    server = capped.pick(view(2))
+    assert server is not None
+    capped.begin(server)
+    delay = capped.failed(server, ConnectError("refused", url=server.url))
+    assert delay is not None and 0.4 < delay <= 0.5  # never past the call's deadline
 
 
 def test_refused_connections_eject_and_business_errors_rotate_the_primary():
@@ -90,21 +97,38 @@ def test_refused_connections_eject_and_business_errors_rotate_the_primary():
 
 
 def test_waiting_for_a_server_is_for_calls_that_sent_nothing_and_within_their_time():
-    call = attempts(FailoverPolicy(wait_for_server=3.0), deadline=Deadline(1.0))
-    assert call.pick(view(0)) is None and call.may_wait
+    empty = view(0)
+    call = attempts(FailoverPolicy(wait_for_server=3.0), deadline=Deadline(1.0),
+                    first_view=empty)
+    assert call.pick(empty) is None and call.may_wait(empty)
     assert 0.9 < call.wait_budget() <= 1.0
     assert attempts(FailoverPolicy(wait_for_server=3.0)).wait_budget() == 3.0
-    assert not call.has_untried(view(0)) and call.has_untried(view(1))
-    server = call.pick(view(1))
+    assert not call.has_untried(empty) and call.has_untried(view(1))
+
+
+def test_after_an_unsent_failure_a_call_waits_only_while_the_view_moves():
+    one = view(1)
+    for error, moved, expected in ((ConnectError("refused", url="u"), False, False),
+                                   (ConnectError("refused", url="u"), True, True),
+                                   (TransportError("reset", url="u", sent=True), True, False)):
+        call = attempts(first_view=one)
+        server = call.pick(one)
+        assert server is not None
+        call.begin(server)
+        call.failed(server, error)
+        # unchanged view, the server still listed: dead but listed, no point waiting
+        assert call.may_wait(view(1) if moved else one) is expected
+    call = attempts(first_view=one)
+    server = call.pick(one)
     assert server is not None
     call.begin(server)
     call.failed(server, ConnectError("refused", url=server.url))
-    assert not call.may_wait and not call.has_untried(view(1))
+    assert call.may_wait(view(0))  # the failed server left the view
 
 
-def test_a_call_out_of_time_raises_its_own_timeout():
+def test_a_call_out_of_time_raises_one_timeout_naming_every_attempt():
     call = attempts(idempotent=True, deadline=Deadline(0.05))
-    server = call.pick(view(2))
+    server = call.pick(view(3))
     assert server is not None
     call.begin(server)
     timeout = CallTimeout("timed out after 0.05s", url=server.url)
@@ -112,6 +136,21 @@ def test_a_call_out_of_time_raises_its_own_timeout():
     assert not call.out_of_time
     time.sleep(0.06)
     assert call.out_of_time
-    assert call.exhausted(WHERE, time_up=True) is timeout
-    assert isinstance(call.exhausted(WHERE), NoServerAvailable)
+    error = call.timed_out(WHERE, view(3))
+    assert isinstance(error, CallTimeout) and error.sent and error.url == server.url
+    assert error.__cause__ is timeout
+    assert "timed out after 0.05s" in str(error) and WHERE in str(error)
+    assert "1 attempt(s) (2 more server(s) not tried: no time left)" in str(error)
+    assert "attempt 1 on %s" % server.url in str(error)
     assert isinstance(attempts().exhausted(WHERE), NoServerAvailable)
+
+
+def test_an_attempt_gets_at_most_attempt_timeout_of_the_call():
+    policy = FailoverPolicy()
+    object.__setattr__(policy, "attempt_timeout", 0.2)  # FailoverPolicy(attempt_timeout=0.2)
+    call = attempts(policy, deadline=Deadline(5.0))
+    assert 0.1 < (call.attempt_deadline().remaining() or 0) <= 0.2
+    short = attempts(policy, deadline=Deadline(0.1))
+    assert (short.attempt_deadline().remaining() or 0) <= 0.1
+    plain = attempts(deadline=Deadline(5.0))
+    assert plain.attempt_deadline() is plain.deadline

@@ -169,7 +169,7 @@ class AsyncClusterClient:
         timeout = options.get("timeout", self.timeout)
         attempts = CallAttempts(name, self.failover, self.selector, self.ejector,
                                 domain=self.domain, idempotent=options.get("idempotent"),
-                                deadline=Deadline(timeout))
+                                deadline=Deadline(timeout), first_view=self.discovery.view)
         while True:
             if self._closed:  # aclose() ran during the call: no new connection
                 error = self._closed_error()
@@ -177,23 +177,22 @@ class AsyncClusterClient:
                     raise error from attempts.failures[-1][1]
                 raise error
             if attempts.out_of_time:  # the whole call shares one deadline
-                raise attempts.exhausted(self._where(), time_up=True)
+                raise attempts.timed_out(self._where(), self.discovery.view)
             server = attempts.pick(self.discovery.view)
-            if server is None and attempts.may_wait:
+            if server is None and attempts.may_wait(self.discovery.view):
                 server = await self._wait_for_server(attempts)
             if server is None:
                 raise attempts.exhausted(self._where())
             attempts.begin(server)
             try:
-                reply = await self._transport(server.url).round_trip(request,
-                                                                      attempts.deadline)
+                reply = await self._transport(server.url).round_trip(
+                    request, attempts.attempt_deadline())
             except TransportError as error:
                 delay = attempts.failed(server, error)
                 if delay is None:
                     raise
-                left = attempts.remaining()
-                if delay and (left is None or left > 0):
-                    await asyncio.sleep(delay if left is None else min(delay, left))
+                if delay:
+                    await asyncio.sleep(delay)
                 continue
             attempts.succeeded(server)
             for _filter in reversed(self._filters):
@@ -211,8 +210,9 @@ class AsyncClusterClient:
         return "domain %r (etcd %s)" % (self.domain, self.discovery.config.describe())
 
     async def _wait_for_server(self, attempts: CallAttempts) -> ServerInfo | None:
-        """No server to try before anything was sent (etcd just expired every lease, say):
-        wait, within the call's time, for one to appear."""
+        """No untried server, and waiting is safe (``attempts.may_wait``: nothing sent, or
+        the last attempt sent nothing and the view is moving; etcd just expired every lease,
+        say): wait, within the call's deadline, for one to appear."""
         try:
             async with asyncio.timeout(attempts.wait_budget()):
                 while not self._closed:
