@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 
-from .deadline import NO_DEADLINE, Deadline
+from .deadline import Deadline
 from .discovery import ServerView
 from .errors import CallTimeout, NoServerAvailable, TransportError
 from .failover import Ejector, FailoverPolicy
@@ -52,14 +52,14 @@ class CallAttempts:
 
     def __init__(self, name: str, policy: FailoverPolicy, selector: Selector, ejector: Ejector,
                  *, domain: str | None, idempotent: bool | None = None,
-                 deadline: Deadline = NO_DEADLINE, first_view: ServerView | None = None):
+                 deadline: Deadline | None = None, first_view: ServerView | None = None):
         self.name = name
         self.policy = policy
         self.selector = selector
         self.ejector = ejector
         self.idempotent = policy.idempotent if idempotent is None else idempotent
         self.domain = domain
-        self.deadline = deadline
+        self.deadline = deadline if deadline is not None else Deadline(None)
         self.first_view = first_view
         self.tried: set[str] = set()
         self.failures: list[tuple[ServerInfo, TransportError]] = []

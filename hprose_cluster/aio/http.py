@@ -22,7 +22,7 @@ import ssl
 import urllib.parse
 from typing import Any, Mapping
 
-from ..deadline import NO_DEADLINE, Deadline
+from ..deadline import Deadline
 from ..errors import CallTimeout, ConfigError, ConnectError, TransportError
 from ..transport.errors import call_failed, timed_out_unsent
 from .base import connect_error, loop_deadline, remaining, retired_error
@@ -116,7 +116,9 @@ class AsyncHttpTransport:
     def __repr__(self) -> str:
         return "AsyncHttpTransport(%r)" % (self.url,)
 
-    async def round_trip(self, request: bytes, deadline: Deadline = NO_DEADLINE) -> bytes:
+    async def round_trip(self, request: bytes, deadline: Deadline | None = None) -> bytes:
+        if deadline is None:
+            deadline = Deadline(None)
         at = loop_deadline(deadline)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._limit)

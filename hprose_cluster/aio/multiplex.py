@@ -26,7 +26,7 @@ import itertools
 import ssl
 from typing import Any
 
-from ..deadline import NO_DEADLINE, Deadline
+from ..deadline import Deadline
 from ..errors import CallTimeout, ConfigError, ConnectError, TransportError
 from ..transport.errors import refused_handshake, timed_out_unsent
 from .base import copy_error, loop_deadline, retired_error, retrieve
@@ -224,7 +224,9 @@ class MuxTransport:
     async def _open(self, limit: float | None) -> MuxConnection:
         raise NotImplementedError
 
-    async def round_trip(self, request: bytes, deadline: Deadline = NO_DEADLINE) -> bytes:
+    async def round_trip(self, request: bytes, deadline: Deadline | None = None) -> bytes:
+        if deadline is None:
+            deadline = Deadline(None)
         at = loop_deadline(deadline)
         for _ in range(3):
             conn = await self._connection(at, deadline)
