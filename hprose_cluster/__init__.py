@@ -5,6 +5,7 @@ Servers register themselves in a *service domain* (``ClusterHttpServer``, ``Clus
 always call a live server.
 """
 
+from .aio import AsyncClusterClient
 from .client import ClusterClient
 from .discovery import Discovery, ServerView
 from .errors import (CallTimeout, ConfigError, ConnectError, EtcdError, FrameError,
@@ -20,8 +21,8 @@ from .server import ClusterHttpServer, ClusterServer, ClusterTcpServer, ClusterU
 __version__ = "0.1.0"
 
 __all__ = [
-    "CallTimeout", "ClusterClient", "ClusterHttpServer", "ClusterServer", "ClusterTcpServer",
-    "ClusterUnixServer",
+    "AsyncClusterClient", "CallTimeout", "ClusterClient", "ClusterHttpServer", "ClusterServer",
+    "ClusterTcpServer", "ClusterUnixServer",
     "ConfigError", "ConnectError", "Discovery", "EtcdConfig", "EtcdError", "FailoverPolicy",
     "FrameError", "HproseClusterError", "NoServerAvailable", "RecordError", "Registrar",
     "RegistrationError", "ServerInfo", "ServerView", "TransportError",

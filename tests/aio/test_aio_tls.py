@@ -1,0 +1,119 @@
+"""AsyncClusterClient over TLS: hprose TCP with TLS and HTTPS servers registered in a real etcd,
+server certificates verified against the test CA, client certificates, and a certificate that
+does not verify (a ConnectError: nothing was sent)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from certs import Pki, make_pki
+from hprose_cluster import (AsyncClusterClient, ConnectError, FailoverPolicy, NoServerAvailable,
+                            TransportError)
+from hprose_cluster.demo import make_server
+
+NO_WAIT = FailoverPolicy(wait_for_server=0)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return make_pki(tmp_path / "pki")
+
+
+def server_context(pki: Pki, require_client_cert: bool = False) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server.cert, pki.server.key)
+    if require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(pki.ca)
+    return context
+
+
+def client_context(ca: Path, cert: Any = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca))
+    if cert is not None:
+        context.load_cert_chain(cert.cert, cert.key)
+    return context
+
+
+@pytest.fixture
+def tls_server(etcd, pki):
+    started = []
+
+    def start(domain: str, transport: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("ssl_context", server_context(pki))
+        server = make_server(transport, domain, etcd=etcd.endpoint, ttl=2, heartbeat=0.5,
+                             drain_delay=0.0, **kwargs)
+        started.append(server)
+        server.start(block=False)
+        return server
+
+    yield start
+    for server in started:
+        server.stop(drain_timeout=1)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "http", "ws"])
+def test_a_verifying_client_calls_tls_servers_with_many_calls_in_flight(
+        etcd, domain, pki, tls_server, arun, transport):
+    server = tls_server(domain, transport)
+
+    async def main() -> None:
+        async with AsyncClusterClient(domain, etcd=etcd.endpoint,
+                                      ssl_context=client_context(pki.ca)) as client:
+            assert [s.url for s in client.servers()] == [server.url]
+            assert await client.hello("tls") == "Hello tls"
+            results = await asyncio.gather(*(client.sum(i, 1) for i in range(300)))
+            assert results == [i + 1 for i in range(300)]
+            assert (await client.whoami()).startswith(server.url)
+
+    arun(main())
+
+
+@pytest.mark.parametrize("transport", ["tcp", "http", "ws"])
+def test_a_certificate_that_does_not_verify_is_a_connect_error(etcd, domain, pki, tls_server,
+                                                               arun, transport):
+    server = tls_server(domain, transport)
+    other_ca = make_pki(pki.ca.parent / "other").ca
+
+    async def main() -> NoServerAvailable:
+        async with AsyncClusterClient(domain, etcd=etcd.endpoint, failover=NO_WAIT,
+                                      ssl_context=client_context(other_ca)) as client:
+            with pytest.raises(NoServerAvailable) as caught:
+                await client.hello("x")
+            return caught.value
+
+    error = arun(main())
+    assert isinstance(error.__cause__, ConnectError)
+    assert error.__cause__.url == server.url and error.__cause__.sent is False
+    for message in (str(error), str(error.__cause__)):
+        assert "certificate verification failed" in message and server.url in message
+
+
+@pytest.mark.parametrize("transport", ["tcp", "http", "ws"])
+def test_client_certificates(etcd, domain, pki, tls_server, arun, transport):
+    server = tls_server(domain, transport,
+                        ssl_context=server_context(pki, require_client_cert=True))
+
+    async def main() -> None:
+        async with AsyncClusterClient(domain, etcd=etcd.endpoint,
+                                      ssl_context=client_context(pki.ca, pki.client)) as client:
+            assert await client.hello("mtls") == "Hello mtls"
+        async with AsyncClusterClient(domain, etcd=etcd.endpoint, failover=NO_WAIT,
+                                      idempotent=True, timeout=5,
+                                      ssl_context=client_context(pki.ca)) as client:
+            with pytest.raises(NoServerAvailable) as caught:
+                await client.hello("x")
+        # TLS 1.3 refuses a missing client certificate after the client's side of the
+        # handshake: it shows up as a failure of the connection, naming the server
+        cause = caught.value.__cause__
+        assert isinstance(cause, TransportError) and server.url in str(cause)
+        async with AsyncClusterClient(domain, etcd=etcd.endpoint,
+                                      ssl_context=client_context(pki.ca, pki.client)) as client:
+            assert await client.hello("again") == "Hello again"
+
+    arun(main())
