@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from typing import Any
 
 import hprose
 from websockets.datastructures import Headers

@@ -10,7 +10,10 @@ message shorter than an id, which kills Go's server and must only close that one
 from __future__ import annotations
 
 import http.client
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Iterator
@@ -19,7 +22,7 @@ import pytest
 
 from hprose_cluster.errors import ConnectError
 from hprose_cluster.transport.websocket import WebSocketClient, WebSocketServer
-from support.rawws import (GO_ACCEPT, GO_HANDSHAKE, GO_REPLIES, GO_REQUESTS, client_frame,
+from support.rawws import (GO_ACCEPT, GO_REPLIES, GO_REQUESTS, client_frame,
                            raw_client, read_frame, read_message)
 
 pytestmark = pytest.mark.timeout(60)
@@ -278,3 +281,28 @@ def test_a_client_leaving_mid_call_and_stop_leave_no_thread_behind() -> None:
         with pytest.raises(ConnectError):  # drained, then nothing listens
             client.hello("after stop")
     assert wait_for(lambda: not ws_threads() - before, 5), ws_threads() - before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_blocking_start_stops_gracefully_on_signal(sig: int) -> None:
+    script = ("import sys\n"
+              "from hprose_cluster.transport.websocket import WebSocketServer\n"
+              "server = WebSocketServer('127.0.0.1', 0)\n"
+              "server.addFunction(lambda: 'pong', 'ping')\n"
+              "server.listen()\n"
+              "print(server.url, flush=True)\n"
+              "server.start()\n"
+              "print('stopped', server.serving_state.value, flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        with WebSocketClient(url, timeout=10) as client:
+            assert client.ping() == "pong"
+            proc.send_signal(sig)
+            assert proc.wait(20) == 0
+        assert proc.stdout.read().strip() == "stopped stopped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
