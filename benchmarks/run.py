@@ -31,6 +31,7 @@ SECTIONS = {
     "4": ("failover under load", "bench_failover", "failover"),
     "5": ("registrar cost", "bench_registrar", "registrar_cost"),
     "6": ("string decoding", "bench_payload", "payload"),
+    "7": ("CPU per call", "bench_cpu", "cpu_per_call"),
 }
 
 
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     began = time.monotonic()
     rows: list[Row] = []
+    extra_tables: list[str] = []
     print("machine: %s" % machine(), flush=True)
     with EmbeddedEtcd() as etcd:
         for key in wanted:
@@ -103,9 +105,14 @@ def main(argv: list[str] | None = None) -> int:
             module = importlib.import_module(module_name)
             rows.extend(getattr(module, function)(etcd.endpoint, settings,
                                                   metrics_url=etcd.client_url))
+            if getattr(module, "LAST_TABLE", ""):
+                extra_tables.append("%s. %s\n\n%s" % (key, title, module.LAST_TABLE))
             print("  done in %.1f s" % (time.monotonic() - started), file=sys.stderr, flush=True)
     print()
     print(table(rows))
+    for extra in extra_tables:
+        print()
+        print(extra)
     if args.transports:
         print()
         print(transports_table(args.quick) or "(benchmarks/bench_transports.py not found)")
