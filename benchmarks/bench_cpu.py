@@ -67,7 +67,13 @@ PATHS = {
     "tcp-full": ("tcp", "TcpClient -> TcpServer, full duplex, 1 thread"),
     "http": ("http", "HttpClient -> HttpServer"),
     "hprose": ("hprose", "hprose 1.4.3 HttpClient -> hprose 1.4.3 HttpServer"),
+    # diagnostics, only with --paths: the floor client with a socket timeout set once (every
+    # send and recv then polls first, as CPython does for a socket in timeout mode), and with
+    # settimeout() called before each send and each recv (what TcpClient does)
+    "floor-timeout": ("floor", "bare socket client with a socket timeout -> bare server"),
+    "floor-settimeout": ("floor", "bare socket client calling settimeout() twice a call"),
 }
+DEFAULT_PATHS = ["floor", "tcp-half", "tcp-full", "http", "hprose"]
 MAX_CALLS_PER_ROUND = 200_000
 DEFAULT_CYCLES = 60
 DEFAULT_SLICE = 0.15
@@ -155,14 +161,20 @@ def serve(kind: str) -> None:
 # --- client processes (python bench_cpu.py --client PATH URL) ------------------------------------
 
 class _FloorClient:
-    def __init__(self, url: str):
+    def __init__(self, url: str, timeout: float | None = None, settimeout: bool = False):
         host, port = url.split("//", 1)[1].rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.settimeout(timeout)
+        self.settimeout = settimeout
 
     def hello(self, _name: str) -> bytes:
         sock = self.sock
+        if self.settimeout:
+            sock.settimeout(30.0)
         sock.sendall(REQUEST_FRAME)
+        if self.settimeout:
+            sock.settimeout(29.0)
         reply = sock.recv(65536)
         while len(reply) < len(REPLY_FRAME):
             more = sock.recv(65536)
@@ -179,6 +191,10 @@ def _make_client(path: str, url: str) -> tuple[Any, Any]:
     """The client of ``path`` and the reply its hello("w") must give."""
     if path == "floor":
         return _FloorClient(url), REPLY_FRAME
+    if path == "floor-timeout":
+        return _FloorClient(url, timeout=30.0), REPLY_FRAME
+    if path == "floor-settimeout":
+        return _FloorClient(url, settimeout=True), REPLY_FRAME
     if path == "hprose":
         import hprose
 
@@ -490,7 +506,7 @@ def cpu_per_call(etcd: str, settings: Any, **_: object) -> list[Any]:
     """The ``run.py`` section (needs no etcd)."""
     check_frames()
     cycles, slice_s = (8, 0.1) if settings.quick else (DEFAULT_CYCLES, DEFAULT_SLICE)
-    results = measure(list(PATHS), cycles, slice_s)
+    results = measure(DEFAULT_PATHS, cycles, slice_s)
     global LAST_TABLE
     LAST_TABLE = markdown(results)
     return rows(results)
@@ -500,8 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=2, help=argparse.SUPPRESS)
-    parser.add_argument("--paths", default=",".join(PATHS),
-                        help="comma-separated, of %s (default: all)" % ", ".join(PATHS))
+    parser.add_argument("--paths", default=",".join(DEFAULT_PATHS),
+                        help="comma-separated, of %s (default: %s)"
+                             % (", ".join(PATHS), ",".join(DEFAULT_PATHS)))
     parser.add_argument("--cycles", type=int, default=DEFAULT_CYCLES,
                         help="cycles over the paths (default %d)" % DEFAULT_CYCLES)
     parser.add_argument("--slice", type=float, default=DEFAULT_SLICE,
