@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 REQUEST = b'Cs5"hello"a1{uw}z'
 REPLY = b'Rs7"Hello w"z'
@@ -267,6 +268,81 @@ def parts() -> list[tuple[str, str, Callable[[], Any] | str]]:
         return lambda: TcpContext(None, ("127.0.0.1", 1), None)  # type: ignore[arg-type]
 
     add("server", "TcpContext(...) per request", make_context)
+    # --- what fast paths could cost (benchmarks/prototypes.py) ----------------------------
+    import prototypes
+
+    assert prototypes.encode_call("hello", ["w"]) == base.encode_request("hello", ["w"],
+                                                                         False, False)
+    assert prototypes.decode_string_reply(REPLY) == "Hello w"
+    assert prototypes.dispatch(REQUEST, {"hello": hello}) == REPLY
+    add("client", "prototype: encode_call('hello', ['w']) (scalar fast path)",
+        lambda: lambda: prototypes.encode_call("hello", ["w"]))
+    add("client", "prototype: decode_string_reply(reply)",
+        lambda: lambda: prototypes.decode_string_reply(REPLY))
+    add("server", "prototype: dispatch(request) (parse, call, encode the reply)",
+        lambda: lambda: prototypes.dispatch(REQUEST, {"hello": hello}))
+    http_request = (b"POST / HTTP/1.1\r\nHost: 127.0.0.1:40000\r\nAccept-Encoding: identity\r\n"
+                    b"Content-Type: application/hprose\r\nContent-Length: 17\r\n\r\n")
+
+    def email_head() -> Any:
+        import http.client
+
+        stream = BytesIO(http_request)
+        stream.readline()
+        headers = http.client.parse_headers(stream)
+        return headers.get("Content-Length"), headers.get_all("Transfer-Encoding")
+
+    add("server", "http.client.parse_headers (email package) of a 4-header request head",
+        lambda: email_head)
+    add("server", "prototype: parse_head of the same head (split, partition)",
+        lambda: lambda: prototypes.parse_head(http_request[:-4]))
+
+    def email_date() -> Callable[[], Any]:
+        import email.utils
+
+        return lambda: email.utils.formatdate(time.time(), usegmt=True)
+
+    add("server", "Date header: email.utils.formatdate per request", email_date)
+    http_reply = (b"HTTP/1.1 200 OK\r\nServer: hprose-cluster\r\nDate: Mon, 01 Dec 2026 09:00:00"
+                  b" GMT\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n" + REPLY)
+
+    def make_response() -> Callable[[], Any]:
+        import http.client
+
+        class _Sock:
+            def makefile(self, mode: str) -> BytesIO:
+                return BytesIO(http_reply)
+
+        def step() -> bytes:
+            response = http.client.HTTPResponse(_Sock())  # type: ignore[arg-type]
+            response.begin()
+            return response.read()
+        return step
+
+    add("client", "http.client.HTTPResponse begin() + read() of a 4-header reply",
+        make_response)
+
+    def make_request() -> Callable[[], Any]:
+        import http.client
+
+        class _Sink:
+            def sendall(self, data: bytes) -> None:
+                pass
+
+        connection = http.client.HTTPConnection("127.0.0.1", 40000)
+        connection.sock = _Sink()  # type: ignore[assignment]
+
+        def step() -> None:
+            connection.request("POST", "/", body=REQUEST,
+                               headers={"Content-Type": "application/hprose"})
+            connection._HTTPConnection__state = "Idle"  # type: ignore[attr-defined]
+            connection._HTTPConnection__response = None  # type: ignore[attr-defined]
+        return step
+
+    add("client", "http.client.HTTPConnection.request() (no network)", make_request)
+    prefix = b"POST / HTTP/1.1\r\nHost: 127.0.0.1:40000\r\nContent-Type: application/hprose\r\n"
+    add("client", "prototype: prebuilt request head + Content-Length + body",
+        lambda: lambda: prefix + b"Content-Length: %d\r\n\r\n" % len(REQUEST) + REQUEST)
     add("both", "time.monotonic()", lambda: time.monotonic)
     pair = socket.socketpair()
     _KEEP.extend(pair)
