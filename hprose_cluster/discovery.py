@@ -17,6 +17,7 @@ It knows nothing about hprose.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -210,19 +211,22 @@ class Discovery:
 
     def _resync(self, initial: bool = False) -> None:
         """Read the whole prefix and make the view equal to it."""
-        response = self._connection.get_prefix(self.prefix)
-        revision, cluster_id = header_of(response)
+        pages = self._connection.get_prefix_pages(self.prefix)  # one revision, in pages
+        first = next(pages)
+        revision, cluster_id = header_of(first)
         replaced = (self._cluster_id is not None and cluster_id != self._cluster_id) \
             or revision < self._applied_revision
         by_key: dict[str, ServerInfo] = {}
         skipped: set[str] = set()
-        for kv in response.kvs:
-            key = kv.key.decode("utf-8", "replace")
-            info = self._parse(key, kv.value, kv.mod_revision)
-            if info is None:
-                skipped.add(key)
-            else:
-                by_key[key] = info
+        for response in itertools.chain([first], pages):
+            for kv in response.kvs:
+                key = kv.key.decode("utf-8", "replace")
+                info = self._parse(key, kv.value, kv.mod_revision)
+                if info is None:
+                    skipped.add(key)
+                else:
+                    by_key[key] = info
+        del first
         self._skipped = skipped
         self._cluster_id = cluster_id
         self._applied_revision = revision

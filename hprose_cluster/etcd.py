@@ -30,7 +30,7 @@ import os
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit
 
 import etcd3
@@ -60,10 +60,13 @@ ENV_PASSWORD = "HPROSE_CLUSTER_ETCD_PASSWORD"
 # gRPC also shares subchannels between channels of one process by default: a new connection
 # (a server starting right after etcd came back) would inherit a subchannel still waiting out
 # its backoff and fail at once with UNAVAILABLE.  Each of our channels owns its subchannels.
+# gRPC refuses replies over 4 MB by default: the read of a domain of ~19,000 servers (about
+# 210 bytes a record) failed with RESOURCE_EXHAUSTED.  Replies are bounded by etcd instead.
 _CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100),
                     ("grpc.min_reconnect_backoff_ms", 100),
                     ("grpc.max_reconnect_backoff_ms", 1000),
-                    ("grpc.use_local_subchannel_pool", 1)]
+                    ("grpc.use_local_subchannel_pool", 1),
+                    ("grpc.max_receive_message_length", 2**31 - 1)]
 
 
 def _parse_endpoint(text: Any) -> tuple[str, int, bool | None]:
@@ -495,6 +498,24 @@ class EtcdConnection:
         """Range response (kvs, count, header) for every key under ``prefix``."""
         return self.call("reading %s" % prefix,
                          lambda c: c.get_prefix_response(prefix, count_only=count_only))
+
+    def get_prefix_pages(self, prefix: str, page_size: int = 5000) -> Iterator[Any]:
+        """Range responses for every key under ``prefix``, ``page_size`` keys each, in key
+        order, all read at the revision of the first (one consistent read; the headers are
+        the first page's).  A domain of 100,000 records read in one reply kept ~40 MB of it in
+        the process after parsing; read in pages, one page at a time is held."""
+        start = prefix.encode("utf-8")
+        end = etcd3.utils.prefix_range_end(start)
+        revision: int | None = None
+        while True:
+            response = self.call("reading %s" % prefix, lambda c: c.get_range_response(
+                start, end, limit=page_size, revision=revision))
+            yield response
+            if not response.more or not response.kvs:
+                return
+            if revision is None:
+                revision = response.header.revision
+            start = response.kvs[-1].key + b"\0"
 
     def get(self, key: str) -> Any:
         return self.call("reading %s" % key, lambda c: c.get_response(key))
