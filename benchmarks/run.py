@@ -32,6 +32,8 @@ SECTIONS = {
     "5": ("registrar cost", "bench_registrar", "registrar_cost"),
     "6": ("string decoding", "bench_payload", "payload"),
     "7": ("CPU per call", "bench_cpu", "cpu_per_call"),
+    "8": ("a domain of 100,000 servers", "bench_scale", "big_domain"),
+    "9": ("watch through a rolling restart", "bench_scale", "watch_rolling"),
 }
 
 
