@@ -19,6 +19,7 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,8 +106,14 @@ def main(argv: list[str] | None = None) -> int:
             print("running %s. %s ..." % (key, title), file=sys.stderr, flush=True)
             started = time.monotonic()
             module = importlib.import_module(module_name)
-            rows.extend(getattr(module, function)(etcd.endpoint, settings,
-                                                  metrics_url=etcd.client_url))
+            try:
+                rows.extend(getattr(module, function)(etcd.endpoint, settings,
+                                                      metrics_url=etcd.client_url))
+            except Exception as error:  # one failed section must not cost the others' rows
+                traceback.print_exc()
+                rows.append(Row("%s. %s" % (key, title), "the section failed",
+                                "%s: %s" % (type(error).__name__, str(error)[:300]),
+                                "", False))
             if getattr(module, "LAST_TABLE", ""):
                 extra_tables.append("%s. %s\n\n%s" % (key, title, module.LAST_TABLE))
             print("  done in %.1f s" % (time.monotonic() - started), file=sys.stderr, flush=True)
