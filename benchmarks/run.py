@@ -19,6 +19,7 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,6 +32,9 @@ SECTIONS = {
     "4": ("failover under load", "bench_failover", "failover"),
     "5": ("registrar cost", "bench_registrar", "registrar_cost"),
     "6": ("string decoding", "bench_payload", "payload"),
+    "7": ("CPU per call", "bench_cpu", "cpu_per_call"),
+    "8": ("a domain of 100,000 servers", "bench_scale", "big_domain"),
+    "9": ("watch through a rolling restart", "bench_scale", "watch_rolling"),
 }
 
 
@@ -94,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     began = time.monotonic()
     rows: list[Row] = []
+    extra_tables: list[str] = []
     print("machine: %s" % machine(), flush=True)
     with EmbeddedEtcd() as etcd:
         for key in wanted:
@@ -101,11 +106,22 @@ def main(argv: list[str] | None = None) -> int:
             print("running %s. %s ..." % (key, title), file=sys.stderr, flush=True)
             started = time.monotonic()
             module = importlib.import_module(module_name)
-            rows.extend(getattr(module, function)(etcd.endpoint, settings,
-                                                  metrics_url=etcd.client_url))
+            try:
+                rows.extend(getattr(module, function)(etcd.endpoint, settings,
+                                                      metrics_url=etcd.client_url))
+            except Exception as error:  # one failed section must not cost the others' rows
+                traceback.print_exc()
+                rows.append(Row("%s. %s" % (key, title), "the section failed",
+                                "%s: %s" % (type(error).__name__, str(error)[:300]),
+                                "", False))
+            if getattr(module, "LAST_TABLE", ""):
+                extra_tables.append("%s. %s\n\n%s" % (key, title, module.LAST_TABLE))
             print("  done in %.1f s" % (time.monotonic() - started), file=sys.stderr, flush=True)
     print()
     print(table(rows))
+    for extra in extra_tables:
+        print()
+        print(extra)
     if args.transports:
         print()
         print(transports_table(args.quick) or "(benchmarks/bench_transports.py not found)")

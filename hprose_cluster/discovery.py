@@ -25,6 +25,7 @@ It knows nothing about hprose.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
@@ -201,17 +202,20 @@ class Discovery:
 
     def _resync(self, initial: bool = False) -> None:
         """Read the whole prefix and make the view equal to it."""
-        response = self._connection.get_prefix(self.prefix)
+        pages = self._connection.get_prefix_pages(self.prefix)  # one revision, in pages
+        first = next(pages)
         self._metrics.heard(resync=not initial)
-        revision, cluster_id = response.revision, response.cluster_id
+        revision, cluster_id = first.revision, first.cluster_id
         replaced = (self._cluster_id is not None and cluster_id != self._cluster_id) \
             or revision < self._applied_revision
         by_key: dict[str, ServerInfo] = {}
         skipped: dict[str, str] = {}
-        for kv in response.kvs:
-            info = parse_record(kv.key, kv.value, skipped)
-            if info is not None:
-                by_key[kv.key] = info
+        for response in itertools.chain([first], pages):
+            for kv in response.kvs:
+                info = parse_record(kv.key, kv.value, skipped)
+                if info is not None:
+                    by_key[kv.key] = info
+        del first
         self._skipped = skipped
         self._cluster_id = cluster_id
         self._applied_revision = revision

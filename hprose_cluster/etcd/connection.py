@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import etcd3
 import grpc
@@ -56,7 +56,9 @@ log = logging.getLogger("hprose_cluster.etcd")
 _CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100),
                     ("grpc.min_reconnect_backoff_ms", 5000),
                     ("grpc.max_reconnect_backoff_ms", 1000),
-                    ("grpc.use_local_subchannel_pool", 1)]
+                    ("grpc.use_local_subchannel_pool", 1),
+                    # a domain's first read may be one large reply (100,000 records ~ 21 MB)
+                    ("grpc.max_receive_message_length", 2**31 - 1)]
 
 REQUIRE_LEADER = ("hasleader", "true")
 
@@ -217,6 +219,23 @@ class EtcdConnection:
         """Every key under ``prefix`` (only their count with ``count_only``)."""
         return self.call("reading %s" % prefix,
                          lambda c: range_of(c.get_prefix_response(prefix, count_only=count_only)))
+
+    def get_prefix_pages(self, prefix: str, page_size: int = 5000) -> Iterator[Range]:
+        """Every key under ``prefix``, ``page_size`` keys per Range, in key order, all read at
+        the revision of the first page: one consistent read that never holds a whole large
+        domain's reply at once (use the first page's revision and cluster_id)."""
+        start = prefix.encode("utf-8")
+        end = etcd3.utils.prefix_range_end(start)
+        revision: int | None = None
+        while True:
+            raw = self.call("reading %s" % prefix, lambda c: c.get_range_response(
+                start, end, limit=page_size, revision=revision))
+            yield range_of(raw)
+            if not raw.more or not raw.kvs:
+                return
+            if revision is None:
+                revision = raw.header.revision
+            start = raw.kvs[-1].key + b"\0"
 
     def get(self, key: str) -> Range:
         """The one key ``key`` (``kvs`` is empty when it does not exist)."""
