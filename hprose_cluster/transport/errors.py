@@ -23,7 +23,19 @@ from ..deadline import Deadline
 from ..errors import CallTimeout, ConnectError, FrameError, TransportError
 from .framing import ConnectionClosed, OversizedFrame
 
-__all__ = ["connect_failed", "call_failed", "timed_out_unsent", "refused_handshake"]
+__all__ = ["connect_failed", "call_failed", "oversized_reply", "timed_out_unsent", "refused_handshake"]
+
+
+_HTTP_REPLY = int.from_bytes(b"HTTP", "big")  # what an HTTP answer reads as a frame length
+
+
+def oversized_reply(url: str, error: OversizedFrame) -> FrameError:
+    """A reply whose declared length is over the limit; an HTTP answer (``HTTP/1.1 400 ...``
+    read as a frame header) is named as such, so a wrong scheme in a record is plain."""
+    if error.length == _HTTP_REPLY:
+        return FrameError("%s is not speaking hprose TCP: it answered in HTTP (should its "
+                          "record say http://?)" % url, url=url)
+    return FrameError("reply from %s refused: %s" % (url, error), url=url)
 
 
 def connect_failed(url: str, error: BaseException, limit: float | None = None) -> ConnectError:
@@ -72,7 +84,7 @@ def call_failed(url: str, error: BaseException, deadline: Deadline, *, fresh: bo
         return CallTimeout("%s to %s timed out after %s" % (what, url, deadline.describe()),
                            url=url, sent=True)
     if isinstance(error, OversizedFrame):
-        return FrameError("reply from %s refused: %s" % (url, error), url=url)
+        return oversized_reply(url, error)
     if isinstance(error, (ConnectionClosed, EOFError)):
         return TransportError("connection to %s closed by the server during the %s"
                               % (url, what), url=url, sent=True)

@@ -25,6 +25,11 @@ _log = logging.getLogger("hprose_cluster.transport.http")
 
 _CHUNK = 64 * 1024
 
+# What an HTTP request can start with: a method's token characters, or the empty line
+# RFC 9112 lets a client send before the request line.
+_REQUEST_START = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                           b"abcdefghijklmnopqrstuvwxyz\r\n")
+
 
 class HttpConnectionState:
     """Per-connection state of the HTTP protocol (``Connection.protocol``).
@@ -80,6 +85,14 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.command = ""
         self.request_version = self.default_request_version
+        first = self.rfile.peek(1)[:1]  # type: ignore[attr-defined]  # a BufferedReader
+        if first and first[0] not in _REQUEST_START:
+            # Not HTTP (a hprose TCP frame starts with a zero byte): answer now rather than
+            # wait for the line end that never comes, so the peer learns at once.
+            self.requestline = ""
+            self.send_error(400, "Not an HTTP request")
+            self._linger()
+            return
         self.raw_requestline = self.rfile.readline(65537)
         if not self.raw_requestline:
             return  # the client closed the connection

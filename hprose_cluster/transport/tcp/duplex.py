@@ -17,6 +17,7 @@ import threading
 from ...deadline import Deadline
 from ...errors import CallTimeout, FrameError, TransportError
 from .. import framing, streams
+from ..errors import oversized_reply
 from ..streams import close_quietly
 
 logger = logging.getLogger("hprose_cluster.transport.tcp")
@@ -138,8 +139,7 @@ class FullDuplexConnection:
                 if self.retiring and not self._pending:
                     self.retire()
         except framing.OversizedFrame as error:
-            self._fail(FrameError("hprose TCP reply from %s refused: %s" % (self.url, error),
-                                  url=self.url), error)
+            self._fail(oversized_reply(self.url, error), error)
         except FrameError as error:
             self._fail(error, None)
         except (OSError, EOFError) as error:
