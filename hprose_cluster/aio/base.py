@@ -18,14 +18,12 @@ from urllib.parse import urlsplit
 
 from ..deadline import Deadline
 from ..errors import ConfigError, ConnectError, TransportError
+from ..transport import (HTTP_SCHEMES, TCP_SCHEMES, TLS_TCP_SCHEMES, UNIX_SCHEMES,
+                         WEBSOCKET_SCHEMES)
 from ..transport.errors import connect_failed
 
 T = TypeVar("T")
 
-TCP_SCHEMES = ("tcp", "tcp4", "tcp6")
-HTTP_SCHEMES = ("http", "https")
-WEBSOCKET_SCHEMES = ("ws", "wss")
-UNIX_SCHEMES = ("unix",)
 
 
 class AsyncTransport(Protocol):
@@ -51,11 +49,14 @@ class AsyncTransport(Protocol):
 
 
 def open_async_transport(url: str, *, ssl_context: Any = None, connections: int | None = None,
-                         connect_timeout: float = 5.0) -> AsyncTransport:
+                         connect_timeout: float = 5.0, tcp_tls: bool = False) -> AsyncTransport:
     """An ``AsyncTransport`` for ``url``, by its scheme.
 
     ``connections``: full-duplex connections per server for ``tcp://``, ``ws://`` and
-    ``unix:`` (default 1), most connections at once for ``http://`` (default 32).
+    ``unix:`` (default 1), most connections at once for ``http://`` (default 32).  TLS for
+    hprose TCP as ``open_transport`` decides it: the TLS schemes (``tcps://``, ...), or
+    ``tcp_tls`` for plain ``tcp://`` records; ``ssl_context`` (default: the system's trust
+    store) verifies the server.
     """
     scheme = urlsplit(url).scheme.lower()
     options: dict[str, Any] = {"connect_timeout": connect_timeout, "ssl_context": ssl_context}
@@ -63,6 +64,10 @@ def open_async_transport(url: str, *, ssl_context: Any = None, connections: int 
         options["connections"] = connections
     if scheme in TCP_SCHEMES:
         from .tcp import AsyncTcpTransport
+        if scheme in TLS_TCP_SCHEMES or tcp_tls:
+            options["ssl_context"] = ssl_context or ssl.create_default_context()
+        else:
+            options["ssl_context"] = None
         return AsyncTcpTransport(url, **options)
     if scheme in HTTP_SCHEMES:
         from .http import AsyncHttpTransport

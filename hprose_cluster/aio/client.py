@@ -44,8 +44,9 @@ class AsyncClusterClient:
     The arguments are ``ClusterClient``'s: ``etcd`` (endpoints or an ``EtcdConfig``),
     ``selector``, ``failover`` (``FailoverPolicy``), ``idempotent``, ``timeout`` (the whole
     call, failover included; None: no limit), ``discovery`` (a shared ``Discovery``, started
-    or not; it is not closed with the client), ``ssl_context`` (``https://``, TLS ``tcp://``,
-    ``wss://``), ``check_interval``, ``simple``.  ``connections``: full-duplex connections
+    or not; it is not closed with the client), ``ssl_context`` (``https://``, ``wss://``
+    and the TLS TCP schemes ``tcps://``, ``tcp4s://``, ``tcp6s://``, ``tls://``), ``tcp_tls``
+    (TLS for plain ``tcp://`` servers too), ``check_interval``, ``simple``.  ``connections``: full-duplex connections
     per ``tcp://``/``ws://`` server (default 1), most connections at once per ``http://``
     server (default 32).
 
@@ -61,7 +62,7 @@ class AsyncClusterClient:
                  idempotent: bool | None = None, timeout: float | None = 30.0,
                  discovery: Discovery | None = None, ssl_context: Any = None,
                  connections: int | None = None, connect_timeout: float = 5.0,
-                 check_interval: float = 5.0, simple: bool = False):
+                 check_interval: float = 5.0, simple: bool = False, tcp_tls: bool = False):
         domain = validate_domain(domain)
         policy = failover or FailoverPolicy()
         if idempotent is not None:
@@ -77,7 +78,7 @@ class AsyncClusterClient:
         self._filters: list[Any] = []
         self._transport_options: dict[str, Any] = {
             "ssl_context": ssl_context, "connections": connections,
-            "connect_timeout": connect_timeout}
+            "connect_timeout": connect_timeout, "tcp_tls": tcp_tls}
         self._owns_discovery = discovery is None
         if discovery is None:
             discovery = Discovery(domain, etcd=etcd, check_interval=check_interval)

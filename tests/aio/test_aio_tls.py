@@ -117,3 +117,24 @@ def test_client_certificates(etcd, domain, pki, tls_server, arun, transport):
             assert await client.hello("again") == "Hello again"
 
     arun(main())
+
+
+def test_go_style_tcp_record_with_tcp_tls_on_the_client(etcd, domain, pki, tls_server, arun):
+    """A TLS server advertising plain ``tcp://`` (what Go clients dial): TLS only with
+    ``tcp_tls=True``, as ClusterClient; without it the call fails clearly, naming the URL."""
+    probe = tls_server(domain + "probe", "tcp")
+    url = "tcp://127.0.0.1:%d" % probe.address[1]
+    server = tls_server(domain, "tcp", advertise_url=url)
+    assert server.url == url
+
+    async def main() -> None:
+        async with AsyncClusterClient(domain, etcd=etcd.endpoint, tcp_tls=True,
+                                      ssl_context=client_context(pki.ca), timeout=5) as client:
+            assert await client.hello("go") == "Hello go"
+        async with AsyncClusterClient(domain, etcd=etcd.endpoint, timeout=3,
+                                      failover=NO_WAIT) as plain:
+            with pytest.raises(Exception) as caught:
+                await plain.hello("x")
+            assert url in str(caught.value)
+
+    arun(main())
