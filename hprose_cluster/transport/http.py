@@ -33,9 +33,8 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Mapping
 
-import hprose
-
 from ..errors import CallTimeout, ConfigError, ConnectError, TransportError
+from ..service import HttpService
 from .base import BaseClient
 from .listen import open_listener, server_url
 
@@ -793,7 +792,7 @@ class _Handler(BaseHTTPRequestHandler):
         _log.debug("%s %s", self.address_string(), format % args)
 
 
-class HttpServer(hprose.HproseHttpService):
+class HttpServer(HttpService):
     """An hprose service over HTTP/1.1 (or HTTPS), one daemon thread per connection.
 
     ``HttpServer(host, port)``, add functions as with hprose (``server.addFunction(hello)``),

@@ -38,10 +38,9 @@ import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from hprose.server import HproseService
-
 from .. import compat
 from ..errors import CallTimeout, ConfigError, ConnectError, FrameError, TransportError
+from ..service import Service
 from . import wire
 from .base import BaseClient
 from .listen import open_listener, server_url
@@ -634,7 +633,7 @@ class _ServerConnection:
         _close_quietly(self.sock)
 
 
-class TcpServer(HproseService):
+class TcpServer(Service):
     """An hprose service served over TCP on threads: ``TcpServer("127.0.0.1", 4321)``.
 
     Add functions as with hprose (``addFunction``, ``add``, ...), then ``start()``.
@@ -969,7 +968,7 @@ class TcpServer(HproseService):
                 conn.cond.notify_all()
 
     # A request counts as in flight from its execution until its reply is written, so that
-    # stop() never closes a connection between the two.  (``_handle`` is hprose's: it turns
+    # stop() never closes a connection between the two.  (``_handle`` is our Service's: it turns
     # exceptions into ``E`` replies, with the compat fixes applied.)
 
     def _tcp_begin(self) -> None:
