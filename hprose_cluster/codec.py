@@ -206,7 +206,9 @@ def _write_other(writer: HproseWriter, v: Any, stack: list[Iterator[Any]],
     elif isinstance(v, (list, tuple, *_dict_views)):
         if not refer.write(v):
             refer.set(v)
-            items: Any = list(v) if isinstance(v, _dict_items) else v
+            items: Any = v
+            if isinstance(v, _dict_items):  # fresh tuples: keep them (see the module doc)
+                items = list(items)
             alive.append(items)
             write(b"a%d{" % len(items) if len(items) else b"a{")
             stack.append(iter(items))
