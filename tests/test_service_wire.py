@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import pytest
+from hprose.common import HproseException
 from hprose.server import HproseService
 
 from hprose_cluster import compat
@@ -83,3 +84,45 @@ def test_a_request_that_cannot_be_read_fails_whole(server: Any) -> None:
     reply = exchange(server, b'Cs5"hello"a1{ua}Cs4"echo"a1{s4"last"}Xz')
     assert reply == b'Es43"Tag \'tzC\' expected, but \'X\' found in stream"z'
     assert exchange(server, b"Xz").startswith(b'Es') and b"Wrong Request" in exchange(server, b"Xz")
+
+
+# ---------------------------------------------------------------- nesting through a server
+
+
+def nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def depth_of(value: Any) -> int:
+    depth = 0
+    while isinstance(value, list):
+        value, depth = value[0], depth + 1
+    return depth
+
+
+def test_1000_levels_through_every_client_and_server(server: Any) -> None:
+    from hprose_cluster.transport.http import HttpClient
+    from hprose_cluster.transport.tcp import TcpClient
+
+    with (TcpClient if server.scheme.startswith("tcp") else HttpClient)(server.url) as client:
+        assert depth_of(client.echo(nested(1000))) == 1000
+        with pytest.raises(HproseException, match="cannot write a value nested deeper than "
+                                                  "4096 levels"):
+            client.echo(nested(5000))  # refused before anything is sent
+        assert client.echo("still fine") == "still fine"
+
+
+def test_too_deep_requests_and_results_get_an_error_reply(server: Any) -> None:
+    from hprose_cluster import codec
+
+    deep = b"a1{" * 5000 + b"n" + b"}" * 5000
+    message = ("cannot %s a value nested deeper than 4096 levels (lists, maps and objects "
+               "inside one another)")
+    reply = exchange(server, b'Cs4"echo"a1{' + deep + b"}z")
+    assert reply == b"E" + codec.string_bytes(message % "read") + b"z"
+    server.addFunction(lambda: nested(codec.MAX_DEPTH + 1), "deep")
+    assert exchange(server, b'Cs4"deep"Cs4"echo"a1{ua}z') == \
+        b"E" + codec.string_bytes(message % "write") + b"Ruaz"
