@@ -32,7 +32,7 @@ from typing import Any, Iterator
 from uuid import UUID
 
 from hprose.common import HproseException
-from hprose.io import HproseClassManager, HproseReader, HproseWriter, _readint, _readuntil
+from hprose.io import HproseClassManager, HproseReader, HproseWriter, _readuntil
 
 __all__ = ["MAX_DEPTH", "utf16_length", "write_string", "read_string", "write_value",
            "read_value", "read_raw", "dumps", "string_bytes"]
@@ -44,11 +44,35 @@ _dict_views: tuple[type, ...] = (type({}.items()), type({}.keys()), type({}.valu
 _dict_items = _dict_views[0]
 _END = object()
 _SMALL = [b"%d" % i for i in range(10)]
+_DIGITS = {digit: i for i, digit in enumerate(_SMALL)}
 
 
 def _too_deep(what: str) -> HproseException:
     return HproseException("cannot %s a value nested deeper than %d levels (lists, maps and "
                            "objects inside one another)" % (what, MAX_DEPTH))
+
+
+def _token(read: Any, end: bytes) -> bytes:
+    """The bytes before ``end`` (which is consumed) or the end of the stream: hprose's
+    ``_readuntil``, without a list and a join per number."""
+    token = bytearray()
+    while True:
+        c = read(1)
+        if c == end or not c:
+            return bytes(token)
+        token += c
+
+
+def _count(read: Any, end: bytes) -> int:
+    """hprose's ``_readint``: a decimal number before ``end``, 0 when there is none."""
+    c = read(1)
+    if c == end or not c:
+        return 0
+    d = read(1)
+    if d == end or not d:
+        return _DIGITS[c] if c in _DIGITS else int(c, 10)
+    token = _token(read, end)
+    return int(c + d + token, 10)
 
 
 # --- strings ------------------------------------------------------------------------------
@@ -80,7 +104,7 @@ def write_string(writer: HproseWriter, s: Any) -> None:
 
 def read_string(stream: Any) -> str:
     """``<utf16 length>"<utf-8 bytes>"`` after the ``s`` tag, in one pass (see compat, 4)."""
-    length = _readint(stream, b'"')
+    length = _count(stream.read, b'"')
     chunk = stream.read(length)
     if len(chunk) == length and chunk.isascii():  # the common case: one read, no decoder
         stream.read(1)  # the closing quote
@@ -275,7 +299,6 @@ def dumps(v: Any, simple: bool = False) -> bytes:
 
 # container frames on the reading stack: [kind, container, remaining, extra]
 _LIST, _MAP, _OBJECT = 0, 1, 2
-_DIGITS = {b"%d" % i: i for i in range(10)}
 
 
 def read_value(reader: HproseReader) -> Any:
@@ -296,11 +319,11 @@ def read_value(reader: HproseReader) -> Any:
             v = read_string(stream)
             refer.set(v)
         elif tag == b"i" or tag == b"l":
-            v = int(_readuntil(stream, b";"), 10)
+            v = int(_token(read, b";"), 10)
         elif tag == b"a":
             v = []
             refer.set(v)
-            count = _readint(stream, b"{")
+            count = _count(read, b"{")
             if count:
                 stack.append([_LIST, v, count, None])
                 if len(stack) > MAX_DEPTH:
@@ -310,7 +333,7 @@ def read_value(reader: HproseReader) -> Any:
         elif tag == b"m":
             v = {}
             refer.set(v)
-            count = _readint(stream, b"{")
+            count = _count(read, b"{")
             if count:
                 stack.append([_MAP, v, count * 2, None])
                 if len(stack) > MAX_DEPTH:
@@ -330,7 +353,7 @@ def read_value(reader: HproseReader) -> Any:
         elif tag == b"r":
             v = reader._HproseReader__readRef()  # type: ignore[attr-defined]
         elif tag == b"o":
-            cls, count, fields = reader.classref[_readint(stream, b"{")]
+            cls, count, fields = reader.classref[_count(read, b"{")]
             v = cls()
             refer.set(v)
             if count:
