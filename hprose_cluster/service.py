@@ -120,7 +120,7 @@ class Service(HproseService):
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._entries: dict[str, _Entry] = {}
-        self._function_list: bytes | None = None
+        self._function_list = b"Fa{}z"
         self._on_before: tuple[Callable[..., Any], int] | None = None
         self._on_after: tuple[Callable[..., Any], int] | None = None
         self._on_error: tuple[Callable[..., Any], int] | None = None
@@ -139,7 +139,8 @@ class Service(HproseService):
         normal = resultMode not in (_SERIALIZED, _RAW, _RAW_WITH_END_TAG)
         self._entries[key] = _Entry(function, _NORMAL if normal else resultMode, simple,
                                     _context_position(function), key == "*")
-        self._function_list = None
+        names = list(self._HproseService__funcNames.values())  # type: ignore[attr-defined]
+        self._function_list = b"F" + codec.dumps(names, True) + b"z"
 
     # --- events (hprose's hooks, kept for subclasses and compat's _doError) ---------------
 
@@ -176,7 +177,7 @@ class Service(HproseService):
             if tag == b"C":
                 reply = self._doInvoke(data, context)
             elif tag == b"z":
-                reply = self._function_list_bytes()
+                reply = self._function_list
             else:
                 raise HproseException("Wrong Request: \r\n%s" % _text(data))
             if filters:
@@ -257,16 +258,8 @@ class Service(HproseService):
             self._fireErrorEvent(e, context)
             return b"E" + codec.string_bytes(compat.error_message(e, self.debug))
 
-    def _function_list_bytes(self) -> bytes:
-        """``F`` + the published names as a list + ``z``, encoded once per change."""
-        encoded = self._function_list
-        if encoded is None:
-            names = list(self._HproseService__funcNames.values())  # type: ignore[attr-defined]
-            encoded = self._function_list = b"F" + codec.dumps(names, True) + b"z"
-        return encoded
-
     def _doFunctionList(self, context: Any) -> bytes:  # noqa: N802
-        data = self._function_list_bytes()
+        data = self._function_list
         for _filter in self._HproseService__filters:  # type: ignore[attr-defined]
             data = _filter.outputFilter(data, context)
         return data
