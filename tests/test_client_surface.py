@@ -167,3 +167,20 @@ def test_uri_and_set_uri(client: Any) -> None:
     with pytest.raises(ConfigError, match="cannot be pointed at 'tcp://127.0.0.1:1'"):
         client.useService("tcp://127.0.0.1:1")
     assert client._sendAndReceive(b'Cs5"hello"a1{ua}z') == b'Rs7"Hello a"z'
+
+
+def test_result_modes_and_simple_per_call(client: Any) -> None:
+    from hprose.common import HproseResultMode as Mode
+
+    assert client.invoke("hello", ["a"], resultMode=Mode.Serialized) == b's7"Hello a"'
+    assert client.invoke("hello", ["a"], resultMode=Mode.Raw) == b'Rs7"Hello a"'
+    assert client.invoke("hello", ["a"], resultMode=Mode.RawWithEndTag) == b'Rs7"Hello a"z'
+    args: list = [["a"]]
+    assert client.invoke("appendx", args, byref=True, resultMode=Mode.Raw) == \
+        b'R2Aa1{a2{uaux}}'  # raw: the caller's list is left as it is
+    assert args == [["a"]]
+    deep = ["ab"]
+    for _ in range(600):  # deeper than hprose 1.4.3 could write
+        deep = [deep, "ab"]
+    assert client.invoke("echo", [deep], resultMode=Mode.Serialized).count(b"r") > 500
+    assert client.invoke("echo", [deep], simple=True, resultMode=Mode.Serialized).count(b"r") == 0
