@@ -35,7 +35,7 @@ from hprose.common import HproseException
 from hprose.io import HproseClassManager, HproseReader, HproseWriter, _readuntil
 
 __all__ = ["MAX_DEPTH", "utf16_length", "write_string", "read_string", "write_value",
-           "read_value", "read_raw", "dumps", "string_bytes"]
+           "read_value", "read_raw", "dumps", "string_bytes", "scalar_result", "MISS"]
 
 MAX_DEPTH = 4096
 """Deepest nesting of lists, maps and objects written or read (node sends up to ~1,000)."""
@@ -293,6 +293,40 @@ def dumps(v: Any, simple: bool = False) -> bytes:
     stream = BytesIO()
     write_value(HproseWriter(stream, simple), v)
     return stream.getvalue()
+
+
+MISS = object()
+"""What ``scalar_result`` returns for a reply that is not a lone scalar result."""
+
+_REPLY_CONSTANTS = {b"Rnz": None, b"Rtz": True, b"Rfz": False, b"Rez": ""}
+
+
+def scalar_result(data: bytes) -> Any:
+    """The result of a reply that is exactly ``R`` + one small scalar + ``z`` (a digit, an
+    ``i``/``l`` integer, an ASCII ``s`` string or ``u`` character, ``n``/``t``/``f``/``e``),
+    read straight from the bytes; ``MISS`` for any other reply (the general reader's job)."""
+    size = len(data)
+    if size < 3 or data[0] != 0x52 or data[-1] != 0x7A:  # R ... z
+        return MISS
+    tag = data[1]
+    try:
+        if tag == 0x73:  # s<length>"<ascii>"
+            quote = data.index(b'"', 2)
+            if data[-2] != 0x22 or int(data[2:quote]) != size - quote - 3:
+                return MISS
+            raw = data[quote + 1:-2]
+            return raw.decode("ascii") if raw.isascii() else MISS
+        if size == 3:
+            if 0x30 <= tag <= 0x39:
+                return tag - 0x30
+            return _REPLY_CONSTANTS.get(data, MISS)
+        if (tag == 0x69 or tag == 0x6C) and data[-2] == 0x3B:  # i/l<digits>;
+            return int(data[2:-2])
+        if tag == 0x75 and size == 4 and data[2] < 0x80:
+            return chr(data[2])
+    except ValueError:
+        pass
+    return MISS
 
 
 # --- reading ------------------------------------------------------------------------------

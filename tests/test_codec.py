@@ -203,3 +203,35 @@ def test_a_peer_cannot_make_the_reader_build_millions_of_levels() -> None:
     assert hprose.serialize(cyclic) == b"a1{r0;}"
     with pytest.raises(HproseException, match="deeper than"):  # simple mode has no references
         hprose.serialize(cyclic, True)
+
+
+# ------------------------------------------------------------------- the reply fast path
+
+
+def general_result(data: bytes) -> Any:
+    stream = BytesIO(data)
+    assert stream.read(1) == b"R"
+    try:
+        value = HproseReader(stream).unserialize()
+    except Exception as error:
+        return type(error).__name__
+    return value if stream.read() == b"z" else "not one value"
+
+
+@settings(max_examples=500, deadline=None)
+@given(values | st.sampled_from(["", "a", "é", "x" * 70, 0, 9, 10, -3, 2**40, None, True]),
+       st.integers(0, 12), st.binary(max_size=2))
+def test_scalar_result_is_the_general_readers_value_or_misses(value: Any, cut: int,
+                                                             junk: bytes) -> None:
+    written = write_with(HproseWriter, value, False)
+    if not isinstance(written, bytes):
+        return  # objects of one class with different fields cannot be written (as in 1.4.3)
+    reply = b"R" + written + b"z"
+    for data in (reply, reply[:cut] + junk + reply[cut + len(junk):]):
+        fast = codec.scalar_result(data)
+        if fast is not codec.MISS:
+            expected = general_result(data)
+            assert type(fast) is type(expected) and fast == expected, data
+    if isinstance(value, (int, str)) and not isinstance(value, bool) and (
+            not isinstance(value, str) or (value.isascii() and value != "")):
+        assert codec.scalar_result(reply) == value

@@ -91,6 +91,10 @@ def decode_reply(data: bytes, args: list | None, result_mode: int) -> Any:
         return data
     if result_mode == HproseResultMode.Raw:
         return data[:-1]
+    if result_mode == HproseResultMode.Normal:
+        result = codec.scalar_result(data)  # the common reply, read without a reader
+        if result is not codec.MISS:
+            return result
     stream = BytesIO(data)
     reader = HproseReader(stream)
     result = None
