@@ -48,6 +48,8 @@ Exactly what changes (everything else in hprose keeps its 1.4.3 behaviour):
    an explicit stack: the same bytes and values, any depth up to ``codec.MAX_DEPTH`` (4,096),
    and past it an ``HproseException`` that names the limit.  The hprose methods they call
    (``writeList``, ``readList``, ``writeObject``...) are untouched and call back into them.
+   ``readRaw`` also ends at the end of the stream inside a date or time (1.4.3 loops there
+   forever, appending empty bytes until the process runs out of memory).
 """
 
 from __future__ import annotations

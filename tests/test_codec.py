@@ -44,6 +44,16 @@ class RecursiveReader(HproseReader):
     unserialize = _ORIGINAL_UNSERIALIZE
     readRaw = _ORIGINAL_READ_RAW
 
+    def _HproseRawReader__readDateTimeRaw(self, ostream: Any) -> None:  # noqa: N802
+        """1.4.3's, but ending at the end of the stream (1.4.3 loops there forever)."""
+        while True:
+            c = self.stream.read(1)
+            if not c:
+                raise HproseException("No byte found in stream")
+            ostream.write(c)
+            if c in (b";", b"Z"):
+                return
+
 
 class Thing:
     pass
@@ -131,6 +141,12 @@ def test_damaged_bytes_fail_or_read_as_hprose_does(value: Any, cut: int, junk: b
     except Exception as error:
         theirs = (type(error).__name__, str(error))
     assert ours == theirs
+
+
+def test_a_date_or_time_cut_short_fails_instead_of_filling_memory() -> None:
+    for data in (b"T12", b"D2024", b"a1{T1", b"T"):
+        with pytest.raises(HproseException, match="No byte found in stream"):
+            HproseReader(BytesIO(data)).readRaw()
 
 
 def test_dumps_is_a_fresh_writer() -> None:
