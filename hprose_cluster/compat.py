@@ -40,11 +40,20 @@ Exactly what changes (everything else in hprose keeps its 1.4.3 behaviour):
    bytes only to finish a character cut in two.  Same result, same count (a 4-byte sequence
    is two units), the same ``UnicodeDecodeError`` for bytes that are not UTF-8, and an
    ``HproseException`` instead of a ``TypeError`` when the stream ends inside the string.
+
+5. **Nesting without recursion.**  ``HproseWriter.serialize``, ``HproseReader.unserialize``
+   and ``HproseRawReader.readRaw`` recurse two or three Python frames per level of nesting,
+   so 1.4.3 writes at most ~330 levels and reads ~490, then dies with a ``RecursionError``
+   (node peers send up to ~1,000).  They are replaced by ``hprose_cluster.codec``'s loops over
+   an explicit stack: the same bytes and values, any depth up to ``codec.MAX_DEPTH`` (4,096),
+   and past it an ``HproseException`` that names the limit.  The hprose methods they call
+   (``writeList``, ``readList``, ``writeObject``...) are untouched and call back into them.
+   ``readRaw`` also ends at the end of the stream inside a date or time (1.4.3 loops there
+   forever, appending empty bytes until the process runs out of memory).
 """
 
 from __future__ import annotations
 
-import codecs
 import threading
 import traceback
 from io import BytesIO
@@ -52,9 +61,11 @@ from sys import exc_info
 from typing import Any
 
 import wrapt
-from hprose.common import HproseException
-from hprose.io import HproseReader, HproseTags, HproseWriter, _readint
+from hprose.io import HproseRawReader, HproseReader, HproseTags, HproseWriter
 from hprose.server import HproseService
+
+from . import codec
+from .codec import utf16_length
 
 __all__ = ["apply", "utf16_length"]
 
@@ -62,48 +73,34 @@ _MARK = "_self_hprose_cluster_compat"
 _lock = threading.Lock()
 
 
-def utf16_length(s: str) -> int:
-    """Length of ``s`` in UTF-16 code units: what every hprose peer puts before a string."""
-    if s.isascii():
-        return len(s)
-    return len(s.encode("utf-16-le", "surrogatepass")) >> 1
-
-
-def _is_astral_char(v: Any) -> bool:
-    return type(v) is str and len(v) == 1 and ord(v) > 0xFFFF
-
-
 # --- wrappers (signature: wrapped, instance, args, kwargs) --------------------------------
 
 
 def _write_string(wrapped: Any, instance: HproseWriter, args: tuple, kwargs: dict) -> None:
     """``HproseWriter.writeString(s)`` with a UTF-16 length; bytes are decoded as UTF-8."""
-    s = args[0] if args else kwargs["s"]
-    if isinstance(s, (bytes, bytearray, memoryview)):
-        s = bytes(s).decode("utf-8")
-    instance.refer.set(s)
-    stream = instance.stream
-    if not s:
-        stream.write(b's""')
-        return
-    stream.write(b"s%d\"" % utf16_length(s))
-    stream.write(s.encode("utf-8"))
-    stream.write(HproseTags.TagQuote)
+    codec.write_string(instance, args[0] if args else kwargs["s"])
 
 
 def _serialize(wrapped: Any, instance: HproseWriter, args: tuple, kwargs: dict) -> None:
-    """``HproseWriter.serialize(v)``: a lone non-BMP character goes out as ``s2"..."``."""
-    v = args[0] if args else kwargs["v"]
-    if _is_astral_char(v):
-        instance.writeStringWithRef(v)
-        return
-    wrapped(*args, **kwargs)
+    """``HproseWriter.serialize(v)`` without recursion; a lone non-BMP character goes out as
+    ``s2"..."``."""
+    codec.write_value(instance, args[0] if args else kwargs["v"])
+
+
+def _unserialize(wrapped: Any, instance: HproseReader, args: tuple, kwargs: dict) -> Any:
+    """``HproseReader.unserialize()`` without recursion."""
+    return codec.read_value(instance)
+
+
+def _read_raw(wrapped: Any, instance: HproseRawReader, args: tuple, kwargs: dict) -> Any:
+    """``HproseRawReader.readRaw(ostream=None, tag=None)`` without recursion."""
+    return codec.read_raw(instance, *args, **kwargs)
 
 
 def _write_utf8_char(wrapped: Any, instance: HproseWriter, args: tuple, kwargs: dict) -> None:
     """``HproseWriter.writeUTF8Char(u)``: ``u`` only for one UTF-16 unit, else a string."""
     u = args[0] if args else kwargs["u"]
-    if _is_astral_char(u):
+    if type(u) is str and len(u) == 1 and ord(u) > 0xFFFF:
         instance.writeString(u)
         return
     wrapped(*args, **kwargs)
@@ -134,48 +131,25 @@ def _write_class(wrapped: Any, instance: HproseWriter, args: tuple, kwargs: dict
     return index
 
 
+def error_message(e: BaseException, debug: bool) -> str:
+    """What an ``E`` reply says: the traceback being handled in debug mode, else ``str(e)``."""
+    if debug:
+        return "".join(traceback.format_exception(*exc_info()))
+    return str(e)
+
+
 def _do_error(wrapped: Any, instance: HproseService, args: tuple, kwargs: dict) -> bytes:
     """``HproseService._doError(e, context)`` writing the message as text, not ``b'...'``."""
     e, context = args if len(args) == 2 else (kwargs["e"], kwargs["context"])
     instance._fireErrorEvent(e, context)
-    if instance.debug:
-        message = "".join(traceback.format_exception(*exc_info()))
-    else:
-        message = str(e)
     ostream = BytesIO()
-    writer = HproseWriter(ostream, True)
-    ostream.write(HproseTags.TagError)
-    writer.writeString(message)
-    ostream.write(HproseTags.TagEnd)
+    ostream.write(b"E" + codec.string_bytes(error_message(e, instance.debug)) + b"z")
     return instance._responseEnd(ostream, context)
 
 
 def _read_string(wrapped: Any, instance: HproseReader, args: tuple, kwargs: dict) -> str:
     """``HproseReader.__readString()``: ``<utf16 length>"<utf-8 bytes>"`` after the tag."""
-    stream = instance.stream
-    length = _readint(stream, HproseTags.TagQuote)
-    chunk = stream.read(length)
-    if len(chunk) == length and chunk.isascii():  # the common case: one read, no decoder
-        stream.read(1)  # the closing quote
-        return chunk.decode("ascii")
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    parts: list[str] = []
-    units = 0
-    while True:
-        if not chunk:
-            raise HproseException("hprose string of %d UTF-16 units ends after %d"
-                                  % (length, units))
-        text = decoder.decode(chunk)
-        if text:
-            parts.append(text)
-            units += len(text) if text.isascii() else utf16_length(text)
-        if units >= length:
-            break
-        # as many bytes as units remain (every unit takes at least one byte), but a character
-        # cut in two is finished byte by byte: a 4-byte one may have one byte left for two units
-        chunk = stream.read(1 if decoder.getstate()[0] else length - units)
-    stream.read(1)  # the closing quote
-    return "".join(parts)
+    return codec.read_string(instance.stream)
 
 
 _PATCHES: tuple[tuple[type, str, Any], ...] = (
@@ -185,6 +159,8 @@ _PATCHES: tuple[tuple[type, str, Any], ...] = (
     (HproseWriter, "_HproseWriter__writeClass", _write_class),
     (HproseService, "_doError", _do_error),
     (HproseReader, "_HproseReader__readString", _read_string),
+    (HproseReader, "unserialize", _unserialize),
+    (HproseRawReader, "readRaw", _read_raw),
 )
 
 

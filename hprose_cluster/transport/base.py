@@ -1,9 +1,10 @@
 """The hprose client surface, independent of how bytes travel.
 
-``BaseClient`` offers what ``hprose.HttpClient`` offers (``client.hello("x")``, ``invoke``,
-``useService`` proxies, filters, ``onError``, ``simple``, ``timeout``, the ``callback=`` mode)
-and leaves one method to its subclasses: ``_round_trip(request, deadline, **options)``, which
-sends one encoded request and returns the raw reply bytes (``deadline``: a
+``BaseClient`` is an ``hprose.HproseClient`` and offers what ``hprose.HttpClient`` offers
+(``client.hello("x")``, ``invoke``, ``useService`` proxies, filters, ``onError``, ``simple``,
+``timeout``, the ``callback=`` mode, by-reference arguments written back into the caller's
+list) and leaves one method to its subclasses: ``_round_trip(request, deadline, **options)``,
+which sends one encoded request and returns the raw reply bytes (``deadline``: a
 ``hprose_cluster.deadline.Deadline``).  Encoding and decoding happen here,
 once, so every transport and ``ClusterClient`` share them (and the hprose 1.4.3 fixes in
 ``hprose_cluster.compat``).
@@ -14,16 +15,18 @@ A ``Transport`` is the small interface every wire implements: ``round_trip`` plu
 from __future__ import annotations
 
 import inspect
+import sys
 import threading
 from io import BytesIO
 from typing import Any, Callable, Protocol, Sequence
 
 import hprose
 from hprose.common import HproseException, HproseResultMode
-from hprose.io import HproseReader, HproseTags, HproseWriter
+from hprose.io import HproseReader, HproseTags
 
-from .. import compat
+from .. import codec, compat
 from ..deadline import Deadline
+from ..errors import ConfigError
 
 compat.apply()
 
@@ -71,18 +74,12 @@ class _Proxy:
 
 
 def encode_request(name: str, args: Sequence[Any], byref: bool, simple: bool) -> bytes:
-    """``C`` + name + (args list, optional byref ``t``) + ``z``, as every hprose peer writes it."""
-    stream = BytesIO()
-    writer = HproseWriter(stream, simple)
-    stream.write(HproseTags.TagCall)
-    writer.writeString(name)
+    """``C`` + name + (args list, optional byref ``t``) + ``z``, as every hprose peer writes it
+    (the bytes of hprose's own client: references count from the argument list)."""
     if len(args) > 0 or byref:
-        writer.reset()
-        writer.writeList(list(args))
-        if byref:
-            writer.writeBoolean(True)
-    stream.write(HproseTags.TagEnd)
-    return stream.getvalue()
+        return b"".join((b"C", codec.string_bytes(name), codec.dumps(list(args), simple),
+                         b"tz" if byref else b"z"))
+    return b"C" + codec.string_bytes(name) + b"z"
 
 
 def decode_reply(data: bytes, args: list | None, result_mode: int) -> Any:
@@ -96,6 +93,10 @@ def decode_reply(data: bytes, args: list | None, result_mode: int) -> Any:
         return data
     if result_mode == HproseResultMode.Raw:
         return data[:-1]
+    if result_mode == HproseResultMode.Normal:
+        result = codec.scalar_result(data)  # the common reply, read without a reader
+        if result is not codec.MISS:
+            return result
     stream = BytesIO(data)
     reader = HproseReader(stream)
     result = None
@@ -139,25 +140,73 @@ def _call_with_arity(func: Callable[..., Any], *values: Any) -> Any:
     return func(*values[:count])
 
 
-class BaseClient:
-    """Everything of an hprose client except moving the bytes."""
+def _resolve(handler: Any, what: str) -> Callable[..., Any]:
+    """A callback given as a callable, or (as hprose allows) as the name of one in
+    ``__main__``; anything else is refused with hprose's error."""
+    if isinstance(handler, str):
+        handler = getattr(sys.modules["__main__"], handler, None)
+    if not callable(handler):
+        raise HproseException("%s must be callable" % what)
+    return handler
+
+
+class BaseClient(hprose.HproseClient):
+    """Everything of an hprose client except moving the bytes.
+
+    A subclass of ``hprose.HproseClient`` (``isinstance`` checks written for hprose hold) that
+    reimplements its whole surface: ``invoke``, ``client.name(...)`` and ``useService()``
+    proxies, ``setUri``/``uri``, the filters (``filter``, ``getFilter``, ``setFilter``,
+    ``addFilter``, ``removeFilter``), ``onError``, ``simple`` and ``_sendAndReceive``.
+
+    Call options (keywords of ``invoke`` beyond hprose's own) are the same for every client:
+    ``timeout=`` (seconds for this call, None: no limit) and ``idempotent=`` (may the call be
+    run twice; only a ``ClusterClient``, which has other servers to retry on, acts on it).
+    Any other keyword is a ``TypeError`` naming it and the allowed ones.
+    """
+
+    CALL_OPTIONS: tuple[str, ...] = ("timeout", "idempotent")
+    _uri: str | None  # set by hprose.HproseClient.__init__
 
     def __init__(self, *, timeout: float | None = 30.0, simple: bool = False):
+        hprose.HproseClient.__init__(self)  # onError, simple, _uri, as hprose sets them
         self.timeout = timeout
         self.simple = simple
-        self.onError: Callable[..., Any] | None = None
+        self.onError: Callable[..., Any] | str | None = None
         self._filters: list[Any] = []
 
     # --- hprose surface -------------------------------------------------------------------
 
     def __getattr__(self, name: str) -> _Method:
         if name.startswith("_"):
-            raise AttributeError(name)
+            raise AttributeError("%r object has no attribute %r" % (type(self).__name__, name))
         return _Method(self.invoke, name)
 
     def useService(self, uri: str | None = None) -> _Proxy:  # noqa: N802 - hprose's name
-        """A proxy whose attributes are remote methods (``uri`` is accepted and ignored)."""
+        """A proxy whose attributes are remote methods; a ``uri`` goes to ``setUri``."""
+        if uri is not None:
+            self.setUri(uri)
         return _Proxy(self.invoke)
+
+    def setUri(self, uri: str) -> None:  # noqa: N802 - hprose's name
+        """hprose's way to (re)name the server.  A client made for one URL keeps it: the same
+        URL is accepted, another one is a ``ConfigError`` (make a new client for it); a
+        ``ClusterClient`` calls a domain, not a URL, and ignores it."""
+        current = self.uri
+        if current is None or uri == current:
+            return
+        raise ConfigError("%s calls %s; it cannot be pointed at %r (make a new client for it)"
+                          % (type(self).__name__, current, uri))
+
+    def _get_uri(self) -> str | None:
+        return self._uri
+
+    def _set_uri(self, uri: str) -> None:
+        if self._uri is None:
+            self._uri = uri
+        else:
+            self.setUri(uri)
+
+    uri = property(_get_uri, _set_uri, doc="The server URL this client calls (None: a domain).")
 
     def getFilter(self) -> Any:  # noqa: N802
         return self._filters[0] if self._filters else None
@@ -177,8 +226,8 @@ class BaseClient:
         self,
         name: str,
         args: Sequence[Any] = (),
-        callback: Callable[..., Any] | None = None,
-        onerror: Callable[..., Any] | None = None,
+        callback: Callable[..., Any] | str | None = None,
+        onerror: Callable[..., Any] | str | None = None,
         byref: bool = False,
         resultMode: int = HproseResultMode.Normal,  # noqa: N803
         simple: bool | None = None,
@@ -186,31 +235,39 @@ class BaseClient:
     ) -> Any:
         """Call ``name`` remotely.
 
-        Synchronous unless ``callback`` is given: then the call runs on a daemon thread and
-        ``callback(result)`` (or ``callback()``, ``callback(result, args)``) is called with the
-        result, and ``onerror(name, error)`` (default ``self.onError``) with a failure.
-        Extra keyword ``options`` go to the transport (``timeout=``, ``idempotent=``, ...).
+        With ``byref=True`` the server's values of the arguments after the call are written
+        back into ``args`` when it is a list (the caller's own list, as hprose does).
+        Synchronous unless ``callback`` is given (a callable, or the name of a function in
+        ``__main__``): then the call runs on a daemon thread (returned) and ``callback(result)``
+        (or ``callback()``, ``callback(result, args)``) is called with the result, and
+        ``onerror(name, error)`` (default ``self.onError``) with a failure.
         """
+        unknown = [key for key in options if key not in self.CALL_OPTIONS]
+        if unknown:
+            raise TypeError("%s.invoke() got unknown call option(s) %s (allowed: %s)"
+                            % (type(self).__name__, ", ".join(map(repr, sorted(unknown))),
+                               ", ".join(self.CALL_OPTIONS)))
         if simple is None:
             simple = self.simple
-        args = list(args)
+        if not isinstance(args, list):
+            args = list(args)
         if callback is None:
             return self._invoke(name, args, byref, resultMode, simple, **options)
-        if not callable(callback):
-            raise HproseException("callback must be callable")
+        callback = _resolve(callback, "callback")
         if onerror is None:
             onerror = self.onError
-        if onerror is not None and not callable(onerror):
-            raise HproseException("onerror must be callable")
+        if onerror is not None:
+            onerror = _resolve(onerror, "onerror")
+        done, failed = callback, onerror
 
         def run() -> None:
             try:
                 result = self._invoke(name, args, byref, resultMode, simple, **options)
             except Exception as error:  # handed to the user's onerror
-                if onerror is not None:
-                    _call_with_arity(onerror, name, error)
+                if failed is not None:
+                    _call_with_arity(failed, name, error)
                 return
-            _call_with_arity(callback, result, args)
+            _call_with_arity(done, result, args)
 
         thread = threading.Thread(target=run, name="hprose-cluster-async-%s" % name, daemon=True)
         thread.start()
@@ -238,6 +295,10 @@ class BaseClient:
 
     def _round_trip(self, request: bytes, deadline: Deadline, **options: Any) -> bytes:
         raise NotImplementedError
+
+    def _sendAndReceive(self, data: bytes) -> bytes:  # noqa: N802 - hprose's transport hook
+        """hprose's transport method: one request's bytes out, the reply's bytes back."""
+        return self._round_trip(data, Deadline(self.timeout))
 
     # --- lifecycle ------------------------------------------------------------------------
 

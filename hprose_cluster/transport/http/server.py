@@ -13,9 +13,9 @@ import logging
 import socket
 import ssl
 
-import hprose
 
 from ...errors import ConfigError
+from ...service import HttpService
 from ..connection import Connection, ConnectionHandler
 from ..listen import server_url
 from ..server_base import ServerBase
@@ -61,7 +61,7 @@ class _HttpProtocol(ConnectionHandler):
             state.write_lock.release()
 
 
-class HttpServer(ServerBase, hprose.HproseHttpService):
+class HttpServer(ServerBase, HttpService):
     """An hprose service over HTTP/1.1 (or HTTPS), one daemon thread per connection.
 
     ``HttpServer(host, port)``, add functions as with hprose (``server.addFunction(hello)``),

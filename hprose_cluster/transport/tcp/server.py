@@ -18,11 +18,11 @@ import ssl
 import threading
 from typing import Any, Callable
 
-from hprose.server import HproseService
 
 from ... import compat
 from ...deadline import Deadline
 from ...errors import ConfigError
+from ...service import Service
 from .. import framing, streams
 from ..connection import Connection, ConnectionHandler
 from ..listen import server_url
@@ -189,7 +189,7 @@ class _TcpProtocol(ConnectionHandler):
                 state.cond.notify_all()
 
 
-class TcpServer(ServerBase, HproseService):
+class TcpServer(ServerBase, Service):
     """An hprose service served over TCP on threads: ``TcpServer("127.0.0.1", 4321)``.
 
     Add functions as with hprose (``addFunction``, ``add``, ...), then ``start()``.

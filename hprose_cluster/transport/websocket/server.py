@@ -18,13 +18,13 @@ import logging
 import socket
 import ssl
 
-import hprose
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from ...errors import ConfigError
+from ...service import HttpService
 from ..connection import Connection
 from ..http.framing import DEFAULT_MAX_BODY
 from ..http.handler import HttpConnectionState, RequestHandler
@@ -124,7 +124,7 @@ class _WsProtocol(_HttpProtocol):
             super().abandon(conn)
 
 
-class WebSocketServer(ServerBase, hprose.HproseHttpService):
+class WebSocketServer(ServerBase, HttpService):
     """An hprose service over WebSocket (and plain HTTP on the same port), on threads.
 
     ``WebSocketServer(host, port)``, add functions as with hprose, then ``start()`` (blocks
