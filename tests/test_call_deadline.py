@@ -17,6 +17,11 @@ from hprose_cluster.failover import FailoverPolicy
 
 pytestmark = pytest.mark.timeout(60)
 
+# A call with timeout=1 must end at that one deadline: under 1.2 s on a quiet machine, but
+# 1.46 s was seen beside other test runs on 2 busy cores (scheduling, not the client).  A
+# timeout per attempt over three hung servers takes 3 s, so this bound still fails that.
+LATE = 0.5
+
 
 class Hung:
     """Three registered servers whose ``work`` never answers before the test ends."""
@@ -61,7 +66,7 @@ def test_one_second_over_three_hung_servers_is_one_second(etcd, domain, hung) ->
         with pytest.raises(CallTimeout) as caught:
             client.work(1)
         elapsed = time.monotonic() - started
-    assert elapsed < 1.2, elapsed
+    assert elapsed < 1.0 + LATE, elapsed
     message = str(caught.value)
     # the first attempt had all the time; the message names it and the servers left untried
     assert "attempt 1 on " in message and "2 more server(s) not tried" in message, message
@@ -77,7 +82,7 @@ def test_attempt_timeout_shares_the_deadline_and_every_attempt_is_named(etcd, do
         with pytest.raises((CallTimeout, NoServerAvailable)) as caught:
             client.work(1)
         elapsed = time.monotonic() - started
-    assert elapsed < 1.2, elapsed
+    assert elapsed < 1.0 + LATE, elapsed
     message = str(caught.value)
     for n, url in enumerate(hung.urls, 1):
         assert url in message, message
@@ -89,7 +94,7 @@ def test_a_call_that_may_not_be_retried_also_ends_at_its_deadline(etcd, domain, 
         started = time.monotonic()
         with pytest.raises(CallTimeout) as caught:
             client.work(1)
-        assert time.monotonic() - started < 1.2
+        assert time.monotonic() - started < 1.0 + LATE
     assert caught.value.url in hung.urls
 
 
@@ -99,7 +104,7 @@ def test_waiting_for_a_server_counts_against_the_deadline(etcd, domain) -> None:
         started = time.monotonic()
         with pytest.raises(NoServerAvailable):
             client.work(1)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 0.5 + LATE
 
 
 def _dead_url() -> str:
@@ -118,7 +123,7 @@ def test_backoff_between_attempts_counts_against_the_deadline(etcd, domain) -> N
             started = time.monotonic()
             with pytest.raises((CallTimeout, NoServerAvailable)) as caught:
                 client.work(1)
-            assert time.monotonic() - started < 1.2
+            assert time.monotonic() - started < 1.0 + LATE
             assert caught.value.__cause__ is not None or "refused" in str(caught.value)
     finally:
         for registrar in dead:
