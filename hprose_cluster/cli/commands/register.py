@@ -1,0 +1,78 @@
+"""``hprose-cluster register DOMAIN URL``: keep a record for a server that does not register
+itself (a Go or PHP hprose server) until stopped, then remove it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import threading
+from urllib.parse import urlsplit
+
+from ...errors import ConfigError
+from ...record import ServerInfo
+from .. import options
+from ..command import Command
+from ..errors import UsageError
+from ..output import note, out, warn
+from ..signals import wait_for_signal
+
+
+def check_reachable(url: str, timeout: float) -> None:
+    """Warn (only) when nothing answers at the URL's address: the record would send clients
+    to a dead server until someone starts it."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except OSError as error:
+        warn("nothing answers at %s yet (%s); registering it anyway" % (url, error))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("domain", metavar="DOMAIN")
+    parser.add_argument("url", metavar="URL",
+                        help="tcp://, tcp4://, tcp6://, http:// or https:// URL")
+    parser.add_argument("--uuid", help="the record's UUID (default: a new random one)")
+    parser.add_argument("--cpu", type=int,
+                        help="CPU count clients weigh by (default: this machine's)")
+    parser.add_argument("--ttl", type=int, default=10, help="lease TTL in seconds (default: 10)")
+    parser.add_argument("--heartbeat", type=float, default=3.0,
+                        help="seconds between lease refreshes (default: 3)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ...record import new_uuid, usable_cpus
+    from ...registrar import Registrar
+
+    config = options.config(args)
+    try:
+        info = ServerInfo(options.domain(args.domain), args.url, args.uuid or new_uuid(),
+                          usable_cpus() if args.cpu is None else args.cpu)
+        registrar = Registrar(info, etcd=config, ttl=args.ttl, heartbeat=args.heartbeat)
+    except ConfigError as error:
+        raise UsageError(str(error)) from error
+    check_reachable(info.url, min(config.timeout, 2.0))
+    registrar.start()
+    try:
+        if args.json:
+            out(json.dumps({"key": registrar.key, "uuid": info.uuid, "url": info.url,
+                            "cpu": info.cpu, "lease": registrar.lease_id, "ttl": args.ttl}))
+        else:
+            out(registrar.key)
+        note("keeping %s registered (ttl %d s, heartbeat %g s); Ctrl-C removes it"
+             % (info.url, args.ttl, args.heartbeat))
+        wait_for_signal(threading.Event())
+    finally:
+        registrar.close()
+    note("removed %s" % registrar.key)
+    return 0
+
+
+COMMAND = Command(
+    "register", "Keep a record for a server that does not register itself (a Go or PHP hprose "
+                "server) until Ctrl-C, then remove it.",
+    "  $ hprose-cluster register tcp.hello.server tcp4://10.0.0.5:4321 --cpu 8\n"
+    "  hprose-service/tcp.hello.server/4f6c...\n",
+    add_arguments, run)

@@ -1,0 +1,55 @@
+"""What the command prints: results on stdout, notes and warnings on stderr, tables, JSON."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from typing import Any, Sequence
+
+PROG = "hprose-cluster"
+
+
+def out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def warn(text: str) -> None:
+    print("%s: warning: %s" % (PROG, text), file=sys.stderr, flush=True)
+
+
+def note(text: str) -> None:
+    print("%s: %s" % (PROG, text), file=sys.stderr, flush=True)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Columns padded to their widest cell, two spaces apart; the last column is not padded."""
+    cells = [list(headers)] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        padded = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)
+
+
+def jsonable(value: Any) -> Any:
+    """What ``json.dumps`` cannot encode, as something close: hprose returns bytes, dates,
+    and objects of classes it made up."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if hasattr(value, "__dict__"):
+        return {k: v for k, v in vars(value).items() if not k.startswith("_")}
+    return repr(value)
+
+
+def dumps(value: Any, indent: int | None = 2) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=False, default=jsonable)
+
+
+def now() -> str:
+    return datetime.datetime.now().isoformat(timespec="seconds")
