@@ -13,7 +13,7 @@ from ..errors import ConfigError, HproseClusterError
 from .commands import COMMANDS
 from .errors import Failure, UsageError
 from .options import add_global_options
-from .output import PROG
+from .output import PROG, note
 
 log = logging.getLogger("hprose_cluster.cli")
 
@@ -69,8 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def fail(code: int, error: BaseException) -> int:
         if args.debug:
             traceback.print_exc()
-        message = str(error) or type(error).__name__
-        print("%s: error: %s" % (PROG, message), file=sys.stderr, flush=True)
+        note("error: " + (str(error) or type(error).__name__))
         return code
 
     try:

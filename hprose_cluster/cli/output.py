@@ -15,11 +15,16 @@ def out(text: str = "") -> None:
 
 
 def warn(text: str) -> None:
-    print("%s: warning: %s" % (PROG, text), file=sys.stderr, flush=True)
+    note("warning: " + text)
 
 
 def note(text: str) -> None:
-    print("%s: %s" % (PROG, text), file=sys.stderr, flush=True)
+    """A line on stderr for the person at the shell; lost, not raised, if the terminal is
+    gone (a closed window must not turn a clean stop into an error)."""
+    try:
+        print("%s: %s" % (PROG, text), file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

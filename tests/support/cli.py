@@ -60,9 +60,13 @@ class Lines:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
+        try:
+            for line in self.proc.stdout:
+                self.lines.put(line.rstrip("\n"))
+        except (OSError, ValueError):  # the test closed the pipe (a reader going away)
+            pass
+        finally:
+            self.lines.put(None)
 
     def wait_for(self, predicate: Callable[[str], bool], timeout: float = 20) -> str:
         """The first new line for which ``predicate`` holds; fails at the deadline."""

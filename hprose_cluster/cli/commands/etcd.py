@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import threading
 from pathlib import Path
 
 from ...etcd import ENV_ENDPOINTS
 from ..command import Command
 from ..errors import Failure
 from ..output import note, out
-from ..signals import wait_for_signal
+from ..signals import StopSignals
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,26 +30,31 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         data_dir = Path(args.data_dir).absolute()
         log_path = data_dir.with_name(data_dir.name + ".log")
-    server = EmbeddedEtcd(args.data_dir, host=args.host, client_port=args.client_port,
-                          peer_port=args.peer_port, name="hprose-cluster", fast=False,
-                          log_path=log_path)
-    try:
-        server.start()
-        out("etcd is up at %s (data in %s, log in %s)"
-            % (server.endpoint, server.data_dir, server.log_path))
-        out("export %s=%s" % (ENV_ENDPOINTS, server.endpoint))
-        note("Ctrl-C stops it")
+    with StopSignals() as stop:
+        # The folder is made here, so from here on only close() may end the command.
+        server = EmbeddedEtcd(args.data_dir, host=args.host, client_port=args.client_port,
+                              peer_port=args.peer_port, name="hprose-cluster", fast=False,
+                              log_path=log_path)
+        try:
+            server.start()
+            if stop.requested:
+                return 0
+            out("etcd is up at %s (data in %s, log in %s)"
+                % (server.endpoint, server.data_dir, server.log_path))
+            out("export %s=%s" % (ENV_ENDPOINTS, server.endpoint))
+            note("Ctrl-C stops it")
 
-        def poll() -> None:
-            if not server.running:
-                raise Failure("etcd at %s exited (code %s); log tail:\n%s"
-                              % (server.endpoint, server._proc.returncode if server._proc else "?",
-                                 server.log_tail()))
+            def poll() -> None:
+                if not server.running:
+                    raise Failure("etcd at %s exited (code %s); log tail:\n%s"
+                                  % (server.endpoint,
+                                     server._proc.returncode if server._proc else "?",
+                                     server.log_tail()))
 
-        wait_for_signal(threading.Event(), poll)
-    finally:
-        server.close()
-    note("etcd at %s stopped" % server.endpoint)
+            stop.wait_until_stopped(poll)
+        finally:
+            server.close()
+        note("etcd at %s stopped" % server.endpoint)
     return 0
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-import threading
 from urllib.parse import urlsplit
 
 from ...errors import ConfigError
@@ -15,7 +14,7 @@ from .. import options
 from ..command import Command
 from ..errors import UsageError
 from ..output import note, out, warn
-from ..signals import wait_for_signal
+from ..signals import StopSignals
 
 
 def check_reachable(url: str, timeout: float) -> None:
@@ -54,19 +53,20 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         raise UsageError(str(error)) from error
     check_reachable(info.url, min(config.timeout, 2.0))
-    registrar.start()
-    try:
-        if args.json:
-            out(json.dumps({"key": registrar.key, "uuid": info.uuid, "url": info.url,
-                            "cpu": info.cpu, "lease": registrar.lease_id, "ttl": args.ttl}))
-        else:
-            out(registrar.key)
-        note("keeping %s registered (ttl %d s, heartbeat %g s); Ctrl-C removes it"
-             % (info.url, args.ttl, args.heartbeat))
-        wait_for_signal(threading.Event())
-    finally:
-        registrar.close()
-    note("removed %s" % registrar.key)
+    with StopSignals() as stop:
+        registrar.start()
+        try:
+            if args.json:
+                out(json.dumps({"key": registrar.key, "uuid": info.uuid, "url": info.url,
+                                "cpu": info.cpu, "lease": registrar.lease_id, "ttl": args.ttl}))
+            else:
+                out(registrar.key)
+            note("keeping %s registered (ttl %d s, heartbeat %g s); Ctrl-C removes it"
+                 % (info.url, args.ttl, args.heartbeat))
+            stop.wait_until_stopped()
+        finally:
+            registrar.close()
+        note("removed %s" % registrar.key)
     return 0
 
 

@@ -7,17 +7,18 @@ import json
 import threading
 
 from ...discovery import Discovery
+from ...etcd import EtcdConfig
 from ...record import ServerInfo
 from .. import options
 from ..command import Command
 from ..output import now
-from ..signals import wait_for_signal
+from ..signals import StopSignals
 
 
 class Printer:
     """Prints one line per server event; a closed stdout (``| head``) stops the watch."""
 
-    def __init__(self, as_json: bool, stop: threading.Event):
+    def __init__(self, as_json: bool, stop: StopSignals):
         self.as_json = as_json
         self.stop = stop
         self._lock = threading.Lock()
@@ -32,8 +33,8 @@ class Printer:
         with self._lock:
             try:
                 print(line, flush=True)
-            except (BrokenPipeError, ValueError):
-                self.stop.set()
+            except (OSError, ValueError):  # a closed pipe or terminal
+                self.stop.request()
 
     def changes(self, added: list[ServerInfo], removed: list[ServerInfo]) -> None:
         for info in removed:
@@ -48,9 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = options.config(args)
-    stop = threading.Event()
-    printer = Printer(args.json, stop)
     domain = options.domain(args.domain) if args.domain is not None else None
+    with StopSignals() as stop:
+        return _watch(config, domain, Printer(args.json, stop), stop)
+
+
+def _watch(config: EtcdConfig, domain: str | None, printer: Printer, stop: StopSignals) -> int:
     discovery = Discovery(domain, etcd=config)  # None: every domain under the prefix
     reader = threading.current_thread()
 
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     discovery.add_listener(report)
     try:
         discovery.start()
-        wait_for_signal(stop, interval=0.2)
+        stop.wait_until_stopped(interval=0.2)
     finally:
         discovery.close()
     return 0

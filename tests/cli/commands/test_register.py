@@ -56,3 +56,13 @@ def test_register_json_and_given_uuid_then_sigterm(etcd, lines):
     assert registered.stop(signal.SIGTERM) == 0
     assert "nothing answers at" in registered.stderr()
     assert run(etcd.endpoint, "get", domain, uuid).returncode == 1
+
+
+def test_a_closed_terminal_removes_the_record_too(etcd, lines):
+    """SIGHUP (the terminal closed) is a stop like Ctrl-C: the record goes at once."""
+    domain = unique("plain")
+    registered = lines("register", domain, "tcp4://127.0.0.1:%d" % free_port(), "--ttl", "10")
+    key = registered.wait_for(lambda line: True)
+    assert registered.stop(signal.SIGHUP) == 0
+    with EtcdConnection(EtcdConfig(etcd.endpoint)) as connection:
+        assert not connection.get(key).kvs  # revoked, not left for its 10 s TTL
