@@ -1,12 +1,21 @@
-"""Reading records for ``ls`` and ``get``: keys split back into domain and UUID, and one
-record with its etcd metadata as ``--json`` prints it."""
+"""Reading records for ``ls`` and ``get``: every read on any live member, keys split back
+into domain and UUID, and one record with its etcd metadata as ``--json`` prints it."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ..etcd import EtcdConnection
+
+T = TypeVar("T")
+
+
+def read(connection: EtcdConnection, step: Callable[[], T]) -> T:
+    """``step()`` on any live member: a request to a dead endpoint marks it failed and is
+    tried on the next one (etcd3 starts on a random endpoint, so without this a dead member
+    in ``--etcd`` failed a share of the runs)."""
+    return connection.on_any_endpoint(step)
 
 
 def split_key(prefix: str, key: str) -> tuple[str, str]:
@@ -25,6 +34,6 @@ def entry(connection: EtcdConnection, kv: Any) -> dict[str, Any]:
     except ValueError:
         value = raw
     lease = int(getattr(kv, "lease", 0) or 0)
-    ttl = connection.lease_ttl(lease) if lease else None
+    ttl = read(connection, lambda: connection.lease_ttl(lease)) if lease else None
     return {"key": kv.key.decode("utf-8", "replace"), "lease": lease, "ttl": ttl,
             "mod_revision": kv.mod_revision, "value": value}

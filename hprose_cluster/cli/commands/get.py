@@ -9,7 +9,7 @@ from .. import options
 from ..command import Command
 from ..errors import Failure
 from ..output import dumps, out
-from ..registry import entry
+from ..registry import entry, read
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     uuid = options.uuid(args.uuid)
     key = "%s/%s/%s" % (config.prefix, domain, uuid)
     with EtcdConnection(config) as connection:
-        response = connection.get(key)
+        response = read(connection, lambda: connection.get(key))
         if not response.kvs:
             raise Failure("no server %s in domain %r (etcd %s)" % (uuid, domain, config.describe()))
         kv = response.kvs[0]

@@ -10,7 +10,7 @@ from .. import options
 from ..command import Command
 from ..errors import Failure
 from ..output import dumps, note, out, table, warn
-from ..registry import entry, split_key
+from ..registry import entry, read, split_key
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     if args.domain is not None:
         return _ls_domain(args, config, options.domain(args.domain))
     with EtcdConnection(config) as connection:
-        response = connection.get_prefix(config.prefix + "/")
+        response = read(connection, lambda: connection.get_prefix(config.prefix + "/"))
     counts: dict[str, list[int]] = {}
     for kv in response.kvs:
         key = kv.key.decode("utf-8", "replace")
@@ -54,7 +54,7 @@ def _ls_domain(args: argparse.Namespace, config: EtcdConfig, domain: str) -> int
     prefix = "%s/%s/" % (config.prefix, domain)
     entries = []
     with EtcdConnection(config) as connection:
-        response = connection.get_prefix(prefix)
+        response = read(connection, lambda: connection.get_prefix(prefix))
         for kv in response.kvs:
             key = kv.key.decode("utf-8", "replace")
             try:
