@@ -28,6 +28,9 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
+import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -197,7 +200,9 @@ class EtcdConfig:
         return cls.from_env(endpoints=etcd if isinstance(etcd, str) else tuple(etcd), **overrides)
 
     def describe(self) -> str:
-        return ",".join(self.endpoints)
+        """The endpoints as messages show them: ``https://`` in front when TLS is on."""
+        scheme = "https://" if self.tls else ""
+        return ",".join(scheme + endpoint for endpoint in self.endpoints)
 
 
 def _status_code(error: BaseException) -> grpc.StatusCode | None:
@@ -235,14 +240,60 @@ _HINTS = (
      "the etcd server requires a TLS client certificate: set cert_file/key_file"),
     ("WRONG_VERSION_NUMBER",
      "TLS/plaintext mismatch: the etcd server does not speak TLS on this port"),
-    ("Socket closed",
-     "connection closed during the handshake: TLS on one side and plaintext on the other? "
-     "check the endpoint scheme and ca_file"),
+    ("Handshake read failed",
+     "the TLS handshake got no answer: the endpoint closed the connection, so it is a "
+     "plaintext etcd (drop https:// and ca_file) or not an etcd server"),
+    ("Stream removed",
+     "the connection to etcd was lost (etcd stopped or restarted)"),
+    ("Trying to connect an http1.x server",
+     "not an etcd server: the endpoint answered in HTTP/1"),
+    ("before receiving SETTINGS frame",
+     "not an etcd server, or a paused one: the endpoint accepted the connection and never "
+     "spoke HTTP/2"),
 )
+_FAILED_ENDPOINT = re.compile(r"ipv[46]:(\[[^\]]+\]|[^:\s]+):(\d+): Socket closed")
 
 
-def _cause(error: BaseException) -> str:
-    """One line saying why an etcd request failed, with the gRPC status and details."""
+def _speaks_tls(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether ``host:port`` answers a TLS handshake (certificate not checked): tells a TLS
+    etcd reached in plaintext from a server that is not etcd at all, as both just close a
+    plaintext gRPC connection."""
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=timeout) as sock:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            with context.wrap_socket(sock, do_handshake_on_connect=False) as tls:
+                tls.do_handshake()
+        return True
+    except ssl.SSLError as error:
+        # A TLS server that refused something of ours (its alert is TLS too), unlike a
+        # plaintext peer's bytes (wrong version) or a close (EOF).
+        return not isinstance(error, ssl.SSLEOFError) and "WRONG_VERSION" not in str(error)
+    except OSError:
+        return False
+
+
+def _closed_without_answer(message: str, tls: bool) -> str | None:
+    """The plaintext "Socket closed" case: a TLS etcd, or something that is not etcd."""
+    found = _FAILED_ENDPOINT.search(message)
+    if tls or found is None:
+        return None
+    host, port = found.group(1), int(found.group(2))
+    endpoint = _format_endpoint(host.strip("[]"), port)
+    if _speaks_tls(host, port):
+        return ("etcd at %s speaks TLS and this connection is plaintext: use https://%s "
+                "(and ca_file if its certificate is not in the system store)" % (endpoint,
+                                                                                  endpoint))
+    return ("not an etcd server: %s closed the connection without answering" % endpoint)
+
+
+def _cause(error: BaseException, tls: bool | None = None) -> str:
+    """One line saying why an etcd request failed, with the gRPC status and details.
+
+    ``tls`` (the configuration's) allows the one diagnosis gRPC's words cannot give: a
+    plaintext connection closed by the peer is probed to tell a TLS etcd from a non-etcd.
+    """
     rpc = _rpc_error(error)
     source = rpc if rpc is not None else error
     details = getattr(source, "details", None)
@@ -258,11 +309,25 @@ def _cause(error: BaseException) -> str:
     elif isinstance(error, etcd3.exceptions.NoServerAvailableError):
         message = "every endpoint failed within the last second; retrying shortly"
     else:
-        message = str(error) or type(error).__name__
+        message = " ".join((str(error) or type(error).__name__).split())
+    if tls is not None:
+        hint = _closed_without_answer(message, tls)
+        if hint is not None:
+            return "%s (%s)" % (hint, message)
     for marker, hint in _HINTS:
         if marker in message:
             return "%s (%s)" % (hint, message)
     return message
+
+
+def _bare(error: BaseException) -> BaseException:
+    """What an EtcdError is chained from: the gRPC error behind ``error`` (else ``error``)
+    without its traceback through grpc and etcd3 internals or the etcd3 exception it was
+    re-raised as, so a Python traceback stays a few lines with the real cause in it."""
+    cause = _rpc_error(error) or error
+    cause.__traceback__ = None
+    cause.__suppress_context__ = True
+    return cause
 
 
 def is_auth_error(error: BaseException) -> bool:
@@ -422,7 +487,7 @@ class EtcdConnection:
             what = "cannot connect to etcd"
             if config.user is not None:
                 what += " as user %r" % config.user
-            raise self._error(what, error) from error
+            raise self._error(what, error) from _bare(error)
         if config.user is not None and not config.tls:
             # Defect 2: call credentials on an insecure channel fail every call; the token
             # still goes as metadata.
@@ -453,7 +518,7 @@ class EtcdConnection:
             pass
 
     def _error(self, what: str, error: BaseException) -> EtcdError:
-        cause = _cause(error)
+        cause = _cause(error, self.config.tls)
         rpc = _rpc_error(error)
         if rpc is not None and _status_code(rpc) == grpc.StatusCode.DEADLINE_EXCEEDED:
             cause = "no answer within the %gs timeout (%s)" % (self.config.timeout, cause)
@@ -474,7 +539,7 @@ class EtcdConnection:
                 if attempt == 1 and is_auth_error(error) and self.config.user is not None:
                     self._rebuild(client)
                     continue
-                raise self._error(what, error) from error
+                raise self._error(what, error) from _bare(error)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def on_any_endpoint(self, step: Callable[[], Any]) -> Any:
@@ -584,6 +649,13 @@ class EtcdConnection:
         def guarded(response: Any) -> None:
             if response is None:
                 response = EtcdError("the watch stream to etcd %s ended" % endpoint)
+            elif isinstance(response, Exception) and not isinstance(
+                    response, (EtcdError, etcd3.exceptions.RevisionCompactedError)):
+                # one line naming the endpoint, not gRPC's multi-line repr (no probe: this
+                # runs on the watcher thread)
+                error = EtcdError("%s (etcd %s): %s" % (what, endpoint, _cause(response)))
+                error.__cause__ = _bare(response)
+                response = error
             callback(response)
 
         def add(client: Any) -> WatchHandle:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import sys
 from typing import Any, Sequence
 
@@ -38,6 +39,24 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every infinite or NaN float replaced by the string JSON parsers of
+    other languages will not choke on (``"Infinity"``, ``"-Infinity"``, ``"NaN"``): JSON has
+    no such numbers, and Python's ``Infinity`` is not JSON."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [finite(item) for item in value]
+    return value
+
+
 def jsonable(value: Any) -> Any:
     """What ``json.dumps`` cannot encode, as something close: hprose returns bytes, dates,
     and objects of classes it made up."""
@@ -46,14 +65,16 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
     if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
+        return finite(list(value))
     if hasattr(value, "__dict__"):
-        return {k: v for k, v in vars(value).items() if not k.startswith("_")}
+        return finite({k: v for k, v in vars(value).items() if not k.startswith("_")})
     return repr(value)
 
 
 def dumps(value: Any, indent: int | None = 2) -> str:
-    return json.dumps(value, indent=indent, ensure_ascii=False, default=jsonable)
+    """Strict JSON (``allow_nan=False``: never ``Infinity`` or ``NaN``)."""
+    return json.dumps(finite(value), indent=indent, ensure_ascii=False, default=jsonable,
+                      allow_nan=False)
 
 
 def now() -> str:

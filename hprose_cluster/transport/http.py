@@ -450,6 +450,12 @@ class HttpClient(BaseClient):
 # =============================================================================================
 
 
+# What an HTTP request can start with: a method's token characters, or the empty line
+# RFC 9112 lets a client send before the request line.
+_REQUEST_START = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                           b"abcdefghijklmnopqrstuvwxyz\r\n")
+
+
 class _Connection:
     """Server-side bookkeeping for one accepted connection."""
 
@@ -544,6 +550,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.command = ""
         self.request_version = self.default_request_version
+        first = self.rfile.peek(1)[:1]  # type: ignore[attr-defined]  # a BufferedReader
+        if first and first[0] not in _REQUEST_START:
+            # Not HTTP (a hprose TCP frame starts with a zero byte): answer now rather than
+            # wait for the line end that never comes, so the peer learns at once.
+            self.requestline = ""
+            self.send_error(400, "Not an HTTP request")
+            self._linger()
+            return
         self.raw_requestline = self.rfile.readline(65537)
         if not self.raw_requestline:
             return  # the client closed the connection

@@ -136,6 +136,16 @@ class _PendingCall:
         self.error: TransportError | None = None
 
 
+_HTTP_REPLY = int.from_bytes(b"HTTP", "big")  # what an HTTP answer reads as a frame length
+
+
+def _refused(url: str, error: wire.OversizedFrame) -> FrameError:
+    if error.length == _HTTP_REPLY:
+        return FrameError("%s is not speaking hprose TCP: it answered in HTTP (should its "
+                          "record say http://?)" % url, url=url)
+    return FrameError("hprose TCP reply from %s refused: %s" % (url, error), url=url)
+
+
 class _FullDuplexConnection:
     """One shared connection: callers send frames under a lock, a reader thread matches replies.
 
@@ -232,8 +242,7 @@ class _FullDuplexConnection:
                 call.reply = frame.body
                 call.event.set()
         except wire.OversizedFrame as error:
-            self._fail(FrameError("hprose TCP reply from %s refused: %s" % (self.url, error),
-                                  url=self.url), error)
+            self._fail(_refused(self.url, error), error)
         except FrameError as error:
             self._fail(error, None)
         except (OSError, EOFError) as error:
@@ -448,8 +457,7 @@ class TcpTransport:
             raise CallTimeout("hprose TCP call to %s timed out after %.3gs"
                               % (self.url, timeout or 0.0), url=self.url) from error
         except wire.OversizedFrame as error:
-            raise FrameError("hprose TCP reply from %s refused: %s" % (self.url, error),
-                             url=self.url) from error
+            raise _refused(self.url, error) from error
         except EOFError as error:
             raise TransportError("hprose TCP connection to %s closed by the server during the "
                                  "call" % self.url, url=self.url, sent=True) from error

@@ -54,9 +54,12 @@ class Lines:
                                      stdin=subprocess.DEVNULL)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
-        self._stderr: str | None = None
+        self.errors: list[str] = []  # stderr lines so far
         self._reader = threading.Thread(target=self._read, daemon=True, name="test-cli-reader")
         self._reader.start()
+        self._error_reader = threading.Thread(target=self._read_errors, daemon=True,
+                                              name="test-cli-stderr")
+        self._error_reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -67,6 +70,26 @@ class Lines:
             pass
         finally:
             self.lines.put(None)
+
+    def _read_errors(self) -> None:
+        assert self.proc.stderr is not None
+        try:
+            for line in self.proc.stderr:
+                self.errors.append(line.rstrip("\n"))
+        except (OSError, ValueError):
+            pass
+
+    def wait_for_error(self, predicate: Callable[[str], bool], timeout: float = 20) -> str:
+        """The first stderr line (seen so far or to come) for which ``predicate`` holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in list(self.errors):
+                if predicate(line):
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError("no matching stderr line within %g s; got %r"
+                                     % (timeout, self.errors))
+            time.sleep(0.05)
 
     def wait_for(self, predicate: Callable[[str], bool], timeout: float = 20) -> str:
         """The first new line for which ``predicate`` holds; fails at the deadline."""
@@ -105,12 +128,10 @@ class Lines:
         return self.proc.wait(timeout)
 
     def stderr(self) -> str:
-        """All of stderr, once the command has exited ("" while it runs)."""
-        if self._stderr is None:
-            if self.proc.poll() is None or self.proc.stderr is None:
-                return ""
-            self._stderr = self.proc.stderr.read()
-        return self._stderr
+        """All of stderr, once the command has exited (what came so far while it runs)."""
+        if self.proc.poll() is not None:
+            self._error_reader.join(10)
+        return "".join(line + "\n" for line in self.errors)
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -4,21 +4,42 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from typing import Any
 
 from .. import options
 from ..command import Command
 from ..errors import Failure, UsageError
-from ..output import dumps, out
+from ..output import dumps, out, warn
 
 DEFAULT_CALL_TIMEOUT = 10.0
 
 
-def parse_arg(text: str) -> Any:
-    """A JSON value if it parses as one (``42``, ``true``, ``[1,2]``, ``"x"``), else the text."""
+_LOOKS_LIKE_NUMBER = re.compile(r"-?\.?\d")
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError("%s is not JSON" % constant)
+
+
+def parse_arg(position: int, text: str) -> Any:
+    """A JSON value if it parses as one (``42``, ``true``, ``[1,2]``, ``"x"``), else the text.
+
+    Text that starts like a JSON array, object or string but does not parse is a typo that
+    would otherwise reach the server as a string: refused.  Text that starts like a number
+    (``1.2.3``) is sent as the string, with a warning saying so.  ``NaN`` and ``Infinity``
+    are not JSON: plain strings.
+    """
     try:
-        return json.loads(text)
-    except ValueError:
+        return json.loads(text, parse_constant=_not_json)
+    except ValueError as error:
+        stripped = text.lstrip()
+        if stripped[:1] in ("[", "{", '"'):
+            raise UsageError("argument %d %r is not valid JSON (%s); to send it as a string, "
+                             "quote it as a JSON string" % (position, text, error)) from error
+        if _LOOKS_LIKE_NUMBER.match(stripped):
+            warn("argument %d %r is not a JSON number; sent as the string %r"
+                 % (position, text, text))
         return text
 
 
@@ -52,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     domain = options.domain(args.domain)
     if args.call_timeout is not None and args.call_timeout <= 0:
         raise UsageError("--timeout must be positive, got %r" % args.call_timeout)
-    call_args = [parse_arg(text) for text in args.args]
+    call_args = [parse_arg(i, text) for i, text in enumerate(args.args, 1)]
     with ClusterClient(domain, etcd=config, timeout=args.call_timeout,
                        idempotent=args.idempotent or None) as client:
         if not client.servers():
@@ -70,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
 COMMAND = Command(
     "call", "Call METHOD on a server of DOMAIN and print the result. Each ARG is a JSON value "
-            "if it parses as one, else a string.",
+            "if it parses as one, else a string (text starting with [, { or \" must be "
+            "valid JSON).",
     "  $ hprose-cluster call tcp.hello.server hello world\n"
     "  Hello world\n"
     "  $ hprose-cluster call tcp.hello.server sum 1 2 --json\n"

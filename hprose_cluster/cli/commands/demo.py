@@ -9,7 +9,8 @@ from ..command import Command
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transport", choices=("tcp", "http"), default="tcp")
-    parser.add_argument("--rounds", type=int, default=6, help="calls before and after the kill (at least 2; default 6)")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="calls before and after the kill (at least 2; default 6)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,12 +8,14 @@ import json
 import socket
 from urllib.parse import urlsplit
 
-from ...errors import ConfigError
+from ...errors import ConfigError, EtcdError
+from ...etcd import EtcdConnection
 from ...record import ServerInfo
 from .. import options
 from ..command import Command
 from ..errors import UsageError
 from ..output import note, out, warn
+from ..registry import read
 from ..signals import StopSignals
 
 
@@ -46,14 +48,15 @@ def run(args: argparse.Namespace) -> int:
     from ...registrar import Registrar
 
     config = options.config(args)
-    try:
-        info = ServerInfo(options.domain(args.domain), args.url, args.uuid or new_uuid(),
-                          usable_cpus() if args.cpu is None else args.cpu)
-        registrar = Registrar(info, etcd=config, ttl=args.ttl, heartbeat=args.heartbeat)
-    except ConfigError as error:
-        raise UsageError(str(error)) from error
-    check_reachable(info.url, min(config.timeout, 2.0))
-    with StopSignals() as stop:
+    with StopSignals() as stop, EtcdConnection(config) as connection:
+        try:
+            info = ServerInfo(options.domain(args.domain), args.url, args.uuid or new_uuid(),
+                              usable_cpus() if args.cpu is None else args.cpu)
+            registrar = Registrar(info, connection=connection, ttl=args.ttl,
+                                  heartbeat=args.heartbeat)
+        except ConfigError as error:
+            raise UsageError(str(error)) from error
+        check_reachable(info.url, min(config.timeout, 2.0))
         registrar.start()
         try:
             if args.json:
@@ -66,7 +69,21 @@ def run(args: argparse.Namespace) -> int:
             stop.wait_until_stopped()
         finally:
             registrar.close()
-        note("removed %s" % registrar.key)
+        return _report_removal(connection, registrar.key, args.ttl)
+
+
+def _report_removal(connection: EtcdConnection, key: str, ttl: int) -> int:
+    """Say "removed" only after seeing the record gone: the revoke may have failed (etcd
+    away), and then the record stays until its lease expires."""
+    try:
+        response = read(connection, lambda: connection.get(key))
+    except EtcdError as error:
+        note("could not remove %s (%s); it expires within %d s" % (key, error, ttl))
+        return 1
+    if response.kvs:
+        note("could not remove %s (still in etcd); it expires within %d s" % (key, ttl))
+        return 1
+    note("removed %s" % key)
     return 0
 
 
