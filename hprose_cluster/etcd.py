@@ -248,8 +248,8 @@ _HINTS = (
     ("Trying to connect an http1.x server",
      "not an etcd server: the endpoint answered in HTTP/1"),
     ("before receiving SETTINGS frame",
-     "not an etcd server, or a paused one: the endpoint accepted the connection and never "
-     "spoke HTTP/2"),
+     "the endpoint accepted the connection but gave no HTTP/2 answer in time: not an etcd "
+     "server, or a paused or overloaded one"),
 )
 _FAILED_ENDPOINT = re.compile(r"ipv[46]:(\[[^\]]+\]|[^:\s]+):(\d+): Socket closed")
 

@@ -384,8 +384,8 @@ class HttpTransport:
         chunks: list[bytes] = []
         total = 0
         while True:
-            if declared is not None and total >= declared:
-                break
+            if (declared is not None and total >= declared) or response.isclosed():
+                break  # all read (a chunked reply closes itself after its last chunk)
             want = _CHUNK if declared is None else min(_CHUNK, declared - total)
             self._set_timeout(sock, deadline, sent=True)
             chunk = response.read(want)
