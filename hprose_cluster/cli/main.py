@@ -9,6 +9,7 @@ import sys
 import traceback
 from typing import Sequence
 
+from .. import __version__
 from ..errors import ConfigError, HproseClusterError
 from .commands import COMMANDS
 from .errors import Failure, UsageError
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  hprose-cluster call tcp.hello.server hello world\n"
                "  hprose-cluster watch\n\n"
                "exit codes: 0 success, 1 lookup or call failed, 2 usage error")
+    parser.add_argument("--version", action="version", version="%s %s" % (PROG, __version__))
     add_global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:

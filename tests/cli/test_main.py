@@ -76,3 +76,20 @@ def test_every_subcommand_has_help_with_an_example():
     shown = subprocess.run(COMMAND + ["watch", "--help"], capture_output=True, text=True,
                            timeout=30)
     assert shown.returncode == 0 and "hprose-cluster watch tcp.hello.server" in shown.stdout
+
+
+def test_version_is_the_package_version_and_the_metadata_version():
+    import tomllib
+    from pathlib import Path
+
+    import hprose_cluster
+
+    shown = subprocess.run(COMMAND + ["--version"], capture_output=True, text=True, timeout=30)
+    assert (shown.returncode, shown.stdout) == (0, "hprose-cluster %s\n"
+                                                % hprose_cluster.__version__)
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml")
+                            .read_text())["project"]
+    assert project["version"] == hprose_cluster.__version__
+    assert project["authors"] and project["license"] == {"text": "MIT"}
+    license_text = (Path(__file__).resolve().parents[2] / "LICENSE").read_text()
+    assert license_text.startswith("MIT License") and "hprose-cluster authors" in license_text
