@@ -126,3 +126,22 @@ def hello_servers(etcd: EmbeddedEtcd) -> Iterator[Callable[..., Any]]:
                 server.stop(drain_timeout=2)
             except Exception:
                 log.exception("stopping %r failed", server)
+
+
+# --------------------------------------------------------------------------- 5. leftovers
+
+
+@pytest.fixture
+def sandbox_env(tmp_path: Any) -> Iterator[dict[str, str]]:
+    """Environment entries for commands a test starts: a marker every child inherits and a
+    TMPDIR of their own (see tests.support.procs); what carries the marker is killed at
+    teardown, whatever the test did."""
+    from tests.support.procs import MARK, kill_marked, new_mark
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {MARK: new_mark(), "TMPDIR": str(tmpdir)}
+    try:
+        yield env
+    finally:
+        kill_marked(env[MARK])

@@ -14,36 +14,51 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import pytest
 
 
 def command_shims(folder: Path) -> Path:
-    """A folder with an ``hprose-cluster`` script running this interpreter's copy of the
-    package (put it first on PATH, so a shell runs the code under test)."""
+    """A folder of scripts running the code under test with this interpreter: ``python``,
+    ``hprose-cluster``, ``gunicorn`` and ``etcd`` (the embedded binary).  Put it first on
+    PATH."""
+    from hprose_cluster.embedded import find_etcd_binary
+
     folder.mkdir(parents=True, exist_ok=True)
-    script = folder / "hprose-cluster"
-    script.write_text('#!/bin/sh\nexec "%s" -m hprose_cluster "$@"\n' % sys.executable)
-    script.chmod(0o755)
+    scripts = {"python": '"%s"' % sys.executable,
+               "hprose-cluster": '"%s" -m hprose_cluster' % sys.executable,
+               "gunicorn": '"%s" -m gunicorn' % sys.executable,
+               "etcd": '"%s"' % find_etcd_binary()}
+    for name, command in scripts.items():
+        script = folder / name
+        script.write_text('#!/bin/sh\nexec %s "$@"\n' % command)
+        script.chmod(0o755)
     return folder
 
 
 class Tmux:
     """A private tmux server; every session runs ``bash`` without start-up files."""
 
-    def __init__(self, prefix: Sequence[str] | None = None):
+    def __init__(self, wrap: Callable[[list[str]], list[str]] | None = None):
+        """``wrap`` turns the command that starts the tmux server into one running it
+        elsewhere (a network namespace): every shell is a child of that server."""
         if shutil.which("tmux") is None:
             pytest.skip("tmux is not installed")
         # A short path of its own: a unix socket path must fit in 108 bytes.
         self.folder = Path(tempfile.mkdtemp(prefix="hc-tmux-"))
         self.socket = self.folder / "sock"
-        self.prefix = list(prefix or [])  # e.g. a command entering a network namespace
+        self.config = self.folder / "tmux.conf"
+        self.config.write_text("set -g history-limit 20000\n")
+        self.wrap = wrap
         self.sessions: list[str] = []
 
     def _tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.prefix + ["tmux", "-S", str(self.socket), *args],
-                              capture_output=True, text=True, timeout=20, check=check)
+        command = ["tmux", "-f", str(self.config), "-S", str(self.socket), *args]
+        if self.wrap is not None and not self.sessions:  # this one starts the server
+            command = self.wrap(command)
+        return subprocess.run(command, capture_output=True, text=True, timeout=20,
+                              check=check)
 
     def open(self, name: str, env: Mapping[str, str] | None = None,
              cwd: str | os.PathLike[str] | None = None) -> "Terminal":
