@@ -73,6 +73,10 @@ def when_ready(server: Any) -> None:
     if not domain:
         server.log.warning("hprose-cluster: %s is not set; not registering", ENV_DOMAIN)
         return
+    problem = _check_settings(domain)
+    if problem is not None:  # a typo must not leave a server silently unregistered
+        server.log.error("hprose-cluster: %s; not starting", problem)
+        sys.exit(1)
     scheme = "https" if server.cfg.is_ssl else "http"
     addresses = []
     for listener in server.LISTENERS:
@@ -147,6 +151,28 @@ def _leave(server: Any, graceful: bool) -> None:
     if _master.ready_fd is not None:
         os.close(_master.ready_fd)
         _master.ready_fd = None
+
+
+def _check_settings(domain: str) -> str | None:
+    """What is wrong with the registration settings, in words, or None."""
+    from .errors import ConfigError
+    from .etcd import EtcdConfig
+    from .record import validate_domain
+
+    try:
+        validate_domain(domain)
+        EtcdConfig.from_env()
+        ttl = int(os.environ.get(ENV_TTL) or 10)
+        heartbeat = float(os.environ.get(ENV_HEARTBEAT) or 3.0)
+        if not 0 < heartbeat < ttl:
+            return "%s (%g) must be between 0 and %s (%d)" % (ENV_HEARTBEAT, heartbeat,
+                                                              ENV_TTL, ttl)
+        if os.environ.get(ENV_CPU):
+            int(os.environ[ENV_CPU])
+        float(os.environ.get(ENV_DRAIN_DELAY) or 0.5)
+    except (ConfigError, ValueError) as error:
+        return str(error)
+    return None
 
 
 def _float(name: str, default: float) -> float:

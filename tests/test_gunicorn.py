@@ -184,3 +184,15 @@ def test_the_module_sets_no_other_gunicorn_setting():
 
     names = {setting.name for setting in KNOWN_SETTINGS}
     assert names & set(vars(hooks)) == {"when_ready", "post_worker_init", "on_exit"}
+
+
+@pytest.mark.parametrize("setting, value, words", [
+    ("HPROSE_CLUSTER_DOMAIN", "bad domain", "contains ' '"),
+    ("HPROSE_CLUSTER_ETCD", "ftp://h:1", "scheme must be http or https"),
+    ("HPROSE_CLUSTER_HEARTBEAT", "5", "must be between 0 and"),
+])
+def test_bad_settings_stop_gunicorn_with_one_clear_line(start, domain, setting, value, words):
+    server = start(domain, "-b", "127.0.0.1:%d" % free_port(), **{setting: value})
+    assert server.proc.wait(60) != 0
+    errors = [line for line in server.log().splitlines() if "hprose-cluster" in line]
+    assert len(errors) == 1 and words in errors[0] and "not starting" in errors[0], errors

@@ -92,10 +92,10 @@ class Gunicorn:
         # HOME: gunicorn 25+ puts a control socket in ~/.gunicorn; this one is the test's own.
         settings = {"HPROSE_CLUSTER_TTL": "2", "HPROSE_CLUSTER_HEARTBEAT": "0.5",
                     "HPROSE_CLUSTER_DRAIN_DELAY": "0.5", "HOME": str(folder)}
-        settings.update(extra_env)
-        environment = clean_env(etcd, **settings)
         if domain is not None:
-            environment["HPROSE_CLUSTER_DOMAIN"] = domain
+            settings["HPROSE_CLUSTER_DOMAIN"] = domain
+        settings.update(extra_env)  # a test's own settings win
+        environment = clean_env(etcd, **settings)
         config = [] if "-c" in args else ["-c", "python:hprose_cluster.gunicorn"]
         command = [sys.executable, "-m", "gunicorn", *config, "--chdir", str(folder), "-w",
                    str(workers), "--graceful-timeout", "20", *args, "app:app"]
