@@ -4,6 +4,8 @@ Sections (add new fixtures in the section they belong to):
   1. etcd servers: ``etcd`` (shared), ``etcd_factory`` (disposable), ``etcd_cluster``
   2. isolation helpers: ``domain``
   3. session safety net: no etcd started by the tests survives the session
+  4. hello servers: ``hello_servers``
+  5. leftovers: ``sandbox`` (a marker and a TMPDIR for commands a test starts)
 
 Tests that do not break etcd share the session's ``etcd`` and isolate themselves with a unique
 ``domain``; tests that kill, pause, wipe or restart etcd get their own from ``etcd_factory``.
@@ -132,7 +134,7 @@ def hello_servers(etcd: EmbeddedEtcd) -> Iterator[Callable[..., Any]]:
 
 
 @pytest.fixture
-def sandbox_env(tmp_path: Any) -> Iterator[dict[str, str]]:
+def sandbox(tmp_path: Any) -> Iterator[dict[str, str]]:
     """Environment entries for commands a test starts: a marker every child inherits and a
     TMPDIR of their own (see tests.support.procs); what carries the marker is killed at
     teardown, whatever the test did."""

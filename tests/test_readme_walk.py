@@ -109,12 +109,12 @@ def _long_running(command: str) -> bool:
     return command.startswith(LONG_RUNNING)
 
 
-def test_the_readme_walk(tmp_path: Path, sandbox_env) -> None:
+def test_the_readme_walk(tmp_path: Path, sandbox) -> None:
     wrap = netns.wrap  # skips here if no namespace can be made
     netns.prefix()
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    env = dict(sandbox_env, HOME=str(tmp_path / "home"), PYTHONPATH=str(readme.ROOT),
+    env = dict(sandbox, HOME=str(tmp_path / "home"), PYTHONPATH=str(readme.ROOT),
                PATH="%s:%s" % (command_shims(tmp_path / "bin"), os.environ["PATH"]),
                HPROSE_CLUSTER_ETCD="", PYTHONUNBUFFERED="1")
     tmux = Tmux(wrap=wrap)
@@ -146,4 +146,4 @@ def test_the_readme_walk(tmp_path: Path, sandbox_env) -> None:
                     shell.expect_among(item.expected, names, 60)
     finally:
         tmux.close()  # every terminal closed: SIGHUP to what still runs (the etcd members)
-    assert_cleaned_up(sandbox_env)
+    assert_cleaned_up(sandbox)

@@ -6,7 +6,6 @@ heartbeat=0.5); etcd is the session's.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -14,7 +13,6 @@ import pytest
 from hprose_cluster.demo import make_server
 from hprose_cluster.embedded import EmbeddedEtcd
 from tests.support.cli import Lines, unique
-from tests.support.procs import MARK, kill_marked, new_mark
 
 
 @pytest.fixture
@@ -52,15 +50,3 @@ def cluster(etcd: EmbeddedEtcd) -> Iterator[dict]:
         for server in servers:
             server.stop()
 
-
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """Environment for one command: a marker every child inherits and a TMPDIR of its own
-    (see tests.support.procs); whatever carries the marker is killed at teardown."""
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    env = {MARK: new_mark(), "TMPDIR": str(tmpdir)}
-    try:
-        yield env
-    finally:
-        kill_marked(env[MARK])
