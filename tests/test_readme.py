@@ -42,14 +42,19 @@ def _named(lang: str) -> dict[str, readme.Block]:
 
 def test_every_code_block_is_checked_by_a_test():
     python, ini = _named("python"), _named("ini")
-    assert set(python) == {"server.py", "client.py", "gunicorn.conf.py", "logging set-up"}
+    # asyncio and metrics_port: tests/test_readme_sections.py
+    assert set(python) == {"server.py", "client.py", "gunicorn.conf.py", "logging set-up",
+                           "asyncio", "metrics_port"}
     assert set(ini) == {"/etc/systemd/system/hello.service"}
     for block in readme.blocks():
-        assert block.lang in ("python", "ini", "console", "bash", ""), block
+        assert block.lang in ("python", "ini", "console", "bash", "yaml", ""), block
         if block.lang == "console":
             assert block.shell is not None, block  # run by the walk
+    # the set-up and the development commands, checked below; the scrape pipeline and the
+    # yaml scrape config in tests/test_readme_sections.py
     bash = [block.lines for block in readme.blocks() if block.lang == "bash"]
-    assert len(bash) == 2  # the set-up and the development commands, checked below
+    assert len(bash) == 3
+    assert len([block for block in readme.blocks() if block.lang == "yaml"]) == 1
 
 
 def _records(endpoint: str, domain: str) -> list:
@@ -143,7 +148,7 @@ def test_the_logging_snippet_shows_warnings_only():
 
 
 def test_the_set_up_commands_name_what_exists():
-    setup, development = [block.lines for block in readme.blocks() if block.lang == "bash"]
+    setup, _, development = [block.lines for block in readme.blocks() if block.lang == "bash"]
     commands = [line.split("#")[0].strip() for line in setup]
     assert commands == ['pip install -e ".[embedded]" && python examples/hello/demo.py',
                         'pip install -e ".[test]" && python -m pytest']
