@@ -52,7 +52,7 @@ def records(etcd, domain: str) -> dict[str, tuple[str, int]]:
         connection = _connections[etcd.endpoint] = EtcdConnection(
             EtcdConfig(etcd.endpoint, timeout=15))
     response = connection.get_prefix("hprose-service/%s/" % domain)
-    return {kv.key.decode(): (kv.value.decode(), kv.lease) for kv in response.kvs}
+    return {kv.key: (kv.value.decode(), kv.lease) for kv in response.kvs}
 
 
 @pytest.fixture(scope="module", autouse=True)
