@@ -159,6 +159,19 @@ class _Say:
                 sys.stdout = open(os.devnull, "w")
 
 
+def _socket_folder() -> str:
+    """A new folder for the hello servers' unix sockets: in TMPDIR, unless that is too deep
+    for a socket path (sun_path holds 107 bytes), then in /tmp.  Removed on exit either way."""
+    from .record import MAX_UNIX_PATH
+
+    folder = tempfile.mkdtemp(prefix="hprose-cluster-demo-")
+    longest = os.path.join(folder, "hello-999.sock")
+    if len(os.fsencode(longest)) <= MAX_UNIX_PATH:
+        return folder
+    os.rmdir(folder)
+    return tempfile.mkdtemp(prefix="hprose-cluster-demo-", dir="/tmp")
+
+
 class _Servers:
     """Hello server processes; every one is stopped on exit, whatever happened."""
 
@@ -175,7 +188,7 @@ class _Servers:
         extra: list[str] = []
         if transport == "unix":
             if self.sockets is None:
-                self.sockets = tempfile.mkdtemp(prefix="hprose-cluster-demo-")
+                self.sockets = _socket_folder()
             extra = ["--socket", os.path.join(self.sockets, "hello-%d.sock" % self.started)]
         proc = subprocess.Popen(
             [sys.executable, "-m", "hprose_cluster.demo", "serve", "--transport", transport,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import COMMAND, Lines
+from tests.support.cli import COMMAND, Lines, env
 from tests.support.procs import assert_cleaned_up
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -45,6 +48,35 @@ def test_a_closed_pipe_stops_the_demo_quietly_and_cleans_up(command, sandbox):
         demo.proc.stdout.close()  # what head does once it has its lines
         assert demo.proc.wait(30) == 1
         assert "Traceback" not in demo.stderr() and "Exception" not in demo.stderr()
+    finally:
+        demo.close()
+    assert_cleaned_up(sandbox)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport,scheme", [("ws", "ws://"), ("unix", "unix:/")])
+def test_demo_runs_over_websocket_and_unix_sockets(transport, scheme, sandbox):
+    result = subprocess.run(COMMAND + ["demo", "--transport", transport, "--rounds", "2"],
+                            env=env(None, **sandbox), capture_output=True, text=True,
+                            timeout=90, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 failed calls" in result.stdout
+    assert "answered by %s" % scheme in result.stdout, result.stdout
+    assert_cleaned_up(sandbox)
+    # the sandbox's TMPDIR is too deep for a socket path: the sockets went to /tmp, and
+    # their folder is gone too
+    for path in re.findall(r"unix:(/\S+\.sock)", result.stdout):
+        assert not os.path.exists(os.path.dirname(path)), path
+
+
+def test_a_stopped_unix_demo_removes_its_socket_folder(sandbox):
+    """SIGTERM mid-run: the SIGKILLed primary's socket file and the folder go too."""
+    demo = Lines(None, "demo", "--transport", "unix", "--rounds", "200000", **sandbox)
+    try:
+        demo.wait_for(lambda line: line.startswith("SIGKILL the primary"), 90)
+        demo.wait_for(lambda line: line.startswith("call "), 30)
+        demo.proc.send_signal(signal.SIGTERM)
+        assert demo.proc.wait(30) == 128 + signal.SIGTERM
     finally:
         demo.close()
     assert_cleaned_up(sandbox)
