@@ -378,7 +378,7 @@ class Discovery:
                 retry_at = time.monotonic() + delay
                 # one warning per outage, then quieter: an outage of minutes is not a log flood
                 (log.debug if failing else log.warning)(
-                    "%s: %s (keeping the last %d servers; retrying in %.1f s)",
+                    "%s: %s (keeping the last %d servers; retrying in %.2g s)",
                     self._what, error, len(self._view), delay)
                 failing = True
             except Exception:

@@ -211,7 +211,7 @@ class Registrar:
             # one warning per outage: a thousand registrars retrying for minutes must not
             # flood the log
             (log.debug if self._failing else log.warning)(
-                "registration of %s: %s (retrying in %.1f s)", self.key, error, delay)
+                "registration of %s: %s (retrying in %.2g s)", self.key, error, delay)
             self._failing = True
             return delay
         self._backoff.reset()

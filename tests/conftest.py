@@ -4,6 +4,8 @@ Sections (add new fixtures in the section they belong to):
   1. etcd servers: ``etcd`` (shared), ``etcd_factory`` (disposable), ``etcd_cluster``
   2. isolation helpers: ``domain``
   3. session safety net: no etcd started by the tests survives the session
+  4. hello servers: ``hello_servers``
+  5. leftovers: ``sandbox`` (a marker and a TMPDIR for commands a test starts)
 
 Tests that do not break etcd share the session's ``etcd`` and isolate themselves with a unique
 ``domain``; tests that kill, pause, wipe or restart etcd get their own from ``etcd_factory``.
@@ -126,3 +128,22 @@ def hello_servers(etcd: EmbeddedEtcd) -> Iterator[Callable[..., Any]]:
                 server.stop(drain_timeout=2)
             except Exception:
                 log.exception("stopping %r failed", server)
+
+
+# --------------------------------------------------------------------------- 5. leftovers
+
+
+@pytest.fixture
+def sandbox(tmp_path: Any) -> Iterator[dict[str, str]]:
+    """Environment entries for commands a test starts: a marker every child inherits and a
+    TMPDIR of their own (see tests.support.procs); what carries the marker is killed at
+    teardown, whatever the test did."""
+    from tests.support.procs import MARK, kill_marked, new_mark
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {MARK: new_mark(), "TMPDIR": str(tmpdir)}
+    try:
+        yield env
+    finally:
+        kill_marked(env[MARK])

@@ -84,7 +84,7 @@ def test_installed_means_on_by_default(etcd: Any, domain: str) -> None:
 
 
 def test_importing_the_package_imports_nothing() -> None:
-    code = ("import sys, hprose_cluster, hprose_cluster.metrics, hprose_cluster.top, "
+    code = ("import sys, hprose_cluster, hprose_cluster.metrics, hprose_cluster.cli.commands.top, "
             "hprose_cluster.cli; print([m for m in sys.modules if m.startswith('prometheus')])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)

@@ -1,18 +1,21 @@
-"""Call the hello service of a domain through etcd.
+"""Call the hello service through etcd: the client follows the domain and calls a live server.
 
-    python examples/hello/client.py [tcp.hello.server] [--etcd 127.0.0.1:2379]
+    python examples/hello/client.py           # domain tcp.hello.server
+    python examples/hello/client.py --http    # domain http.hello.server
+
+etcd is $HPROSE_CLUSTER_ETCD, else 127.0.0.1:2379.
 """
 
 import argparse
 
 from hprose_cluster import ClusterClient
 
-parser = argparse.ArgumentParser()
-parser.add_argument("domain", nargs="?", default="tcp.hello.server")
-parser.add_argument("--etcd", default=None, help="etcd endpoints (default: $HPROSE_CLUSTER_ETCD)")
+parser = argparse.ArgumentParser(description="Call the hello service of a domain.")
+parser.add_argument("--http", action="store_true", help="the HTTP servers' domain")
 args = parser.parse_args()
+domain = "http.hello.server" if args.http else "tcp.hello.server"
 
-with ClusterClient(args.domain, etcd=args.etcd) as client:
+with ClusterClient(domain) as client:
     print(client.hello("world"))
     print("1 + 2 =", client.sum(1, 2))
-    print("served by", client.whoami())
+    print("answered by", client.whoami())

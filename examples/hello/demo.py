@@ -1,4 +1,4 @@
-"""The demo in one command: python examples/hello/demo.py [--transport tcp|http]"""
+"""The demo in one command: python examples/hello/demo.py [--transport tcp|http|ws|unix]"""
 
 import sys
 

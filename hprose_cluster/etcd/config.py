@@ -155,4 +155,6 @@ class EtcdConfig:
         return cls.from_env(endpoints=etcd if isinstance(etcd, str) else tuple(etcd), **overrides)
 
     def describe(self) -> str:
-        return ",".join(self.endpoints)
+        """The endpoints as messages show them: ``https://`` in front when TLS is on."""
+        scheme = "https://" if self.tls else ""
+        return ",".join(scheme + endpoint for endpoint in self.endpoints)

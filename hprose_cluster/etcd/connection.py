@@ -36,7 +36,8 @@ import grpc
 
 from ..errors import ConfigError, EtcdError
 from .config import EtcdConfig, parse_endpoint
-from .errors import NoAnswer, is_auth_error, is_no_leader, is_unknown_deadline, translate
+from .errors import (NoAnswer, bare, is_auth_error, is_no_leader, is_unknown_deadline,
+                     translate)
 from .keepalive import KeepaliveStream
 from .values import Range, range_of
 from .watch import WatchCallback, WatchHandle, add_watch, fail_endpoint
@@ -112,7 +113,7 @@ class EtcdConnection:
             what = "cannot connect to etcd"
             if config.user is not None:
                 what += " as user %r" % config.user
-            raise translate(what, error, config) from error
+            raise translate(what, error, config) from bare(error)
         if config.user is not None and not config.tls:
             # Defect 2: call credentials on an insecure channel fail every call; the token
             # still goes as metadata.
@@ -184,7 +185,7 @@ class EtcdConnection:
                         log.info("%s: etcd %s has no leader; trying another member",
                                  what, label)
                         continue
-                raise translate(what, error, self.config) from error
+                raise translate(what, error, self.config) from bare(error)
 
     def on_any_endpoint(self, step: Callable[[], T]) -> T:
         """Run ``step`` (which calls etcd), trying once per endpoint: a call to a dead member

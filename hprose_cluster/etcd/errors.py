@@ -9,12 +9,16 @@ refused credentials, missing permissions).
 
 from __future__ import annotations
 
+import re
+import socket
+import ssl
 from typing import TYPE_CHECKING
 
 import etcd3.exceptions
 import grpc
 
 from ..errors import EtcdError
+from .config import format_endpoint
 
 if TYPE_CHECKING:
     from .config import EtcdConfig
@@ -124,10 +128,18 @@ _HINTS = (
      "the etcd server requires a TLS client certificate: set cert_file/key_file"),
     ("WRONG_VERSION_NUMBER",
      "TLS/plaintext mismatch: the etcd server does not speak TLS on this port"),
-    ("Socket closed",
-     "connection closed during the handshake: TLS on one side and plaintext on the other? "
-     "check the endpoint scheme and ca_file"),
+    ("Handshake read failed",
+     "the TLS handshake got no answer: the endpoint closed the connection, so it is a "
+     "plaintext etcd (drop https:// and ca_file) or not an etcd server"),
+    ("Stream removed",
+     "the connection to etcd was lost (etcd stopped or restarted)"),
+    ("Trying to connect an http1.x server",
+     "not an etcd server: the endpoint answered in HTTP/1"),
+    ("before receiving SETTINGS frame",
+     "the endpoint accepted the connection but gave no HTTP/2 answer in time: not an etcd "
+     "server, or a paused or overloaded one"),
 )
+_FAILED_ENDPOINT = re.compile(r"ipv[46]:(\[[^\]]+\]|[^:\s]+):(\d+): Socket closed")
 
 _UNAVAILABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 _UNAVAILABLE_TYPES = (etcd3.exceptions.NoServerAvailableError, etcd3.exceptions.WatchTimedOut,
@@ -135,8 +147,47 @@ _UNAVAILABLE_TYPES = (etcd3.exceptions.NoServerAvailableError, etcd3.exceptions.
                       etcd3.exceptions.ConnectionTimeoutError, StreamError)
 
 
-def _cause(error: BaseException) -> str:
-    """One line saying why an etcd request failed, with the gRPC status and details."""
+def _speaks_tls(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether ``host:port`` answers a TLS handshake (certificate not checked): tells a TLS
+    etcd reached in plaintext from a server that is not etcd at all, as both just close a
+    plaintext gRPC connection."""
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=timeout) as sock:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            with context.wrap_socket(sock, do_handshake_on_connect=False) as tls:
+                tls.do_handshake()
+        return True
+    except ssl.SSLError as error:
+        # A TLS server that refused something of ours (its alert is TLS too), unlike a
+        # plaintext peer's bytes (wrong version) or a close (EOF).
+        return not isinstance(error, ssl.SSLEOFError) and "WRONG_VERSION" not in str(error)
+    except OSError:
+        return False
+
+
+def _closed_without_answer(message: str, tls: bool) -> str | None:
+    """The plaintext "Socket closed" case: a TLS etcd, or something that is not etcd."""
+    found = _FAILED_ENDPOINT.search(message)
+    if tls or found is None:
+        return None
+    host, port = found.group(1), int(found.group(2))
+    endpoint = format_endpoint(host.strip("[]"), port)
+    if _speaks_tls(host, port):
+        return ("etcd at %s speaks TLS and this connection is plaintext: use https://%s "
+                "(and ca_file if its certificate is not in the system store)"
+                % (endpoint, endpoint))
+    return "not an etcd server: %s closed the connection without answering" % endpoint
+
+
+def _cause(error: BaseException, tls: bool | None = None) -> str:
+    """One line saying why an etcd request failed, with the gRPC status and details.
+
+    ``tls`` (the configuration's) allows the one diagnosis gRPC's words cannot give: a
+    plaintext connection closed by the peer is probed to tell a TLS etcd from a non-etcd.
+    None: no probe (on a watcher thread, which must not block on a connection).
+    """
     rpc = rpc_error(error)
     source = rpc if rpc is not None else error
     text = _details(source)
@@ -148,23 +199,40 @@ def _cause(error: BaseException) -> str:
     elif isinstance(error, etcd3.exceptions.WatchTimedOut):
         message = "no answer to a watch creation within the timeout"
     else:
-        message = str(error) or type(error).__name__
+        message = " ".join((str(error) or type(error).__name__).split())
+    if tls is not None:
+        hint = _closed_without_answer(message, tls)
+        if hint is not None:
+            return "%s (%s)" % (hint, message)
     for marker, hint in _HINTS:
         if marker in message:
             return "%s (%s)" % (hint, message)
     return message
 
 
-def translate(what: str, error: BaseException, config: "EtcdConfig") -> EtcdError:
+def bare(error: BaseException) -> BaseException:
+    """What an EtcdError is chained from: the gRPC error behind ``error`` (else ``error``)
+    without its traceback through grpc and etcd3 internals or the etcd3 exception it was
+    re-raised as, so a Python traceback stays a few lines with the real cause in it."""
+    cause = rpc_error(error) or error
+    cause.__traceback__ = None
+    cause.__suppress_context__ = True
+    return cause
+
+
+def translate(what: str, error: BaseException, config: "EtcdConfig",
+              probe: bool = True) -> EtcdError:
     """``error`` (from etcd3 or gRPC) as the EtcdError subclass code can branch on, saying
-    ``what`` failed, on which endpoints, and why.  The caller chains ``error``."""
+    ``what`` failed, on which endpoints, and why.  The caller chains ``bare(error)``.
+
+    ``probe`` False: never open a connection to diagnose a closed one (watcher threads)."""
     if isinstance(error, EtcdError):
         return error
     where = "%s (etcd %s)" % (what, config.describe())
     if isinstance(error, etcd3.exceptions.RevisionCompactedError):
         return EtcdCompacted("%s: revision %d is compacted" % (where, error.compacted_revision),
                              error.compacted_revision)
-    cause = _cause(error)
+    cause = _cause(error, config.tls if probe else None)
     rpc = rpc_error(error)
     code = status_code(rpc) if rpc is not None else None
     if code == grpc.StatusCode.UNAUTHENTICATED:

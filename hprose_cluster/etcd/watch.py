@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Callable, Union
 import grpc
 
 from ..errors import EtcdError
-from .errors import EtcdUnavailable, is_no_leader, is_unknown_deadline, status_code, translate
+from .errors import (EtcdUnavailable, bare, is_no_leader, is_unknown_deadline, status_code,
+                     translate)
 from .values import WatchBatch, watch_batch
 
 if TYPE_CHECKING:
@@ -89,8 +90,11 @@ def add_watch(client: Any, what: str, key: str, prefix: bool, start_revision: in
             if label is not None and (is_no_leader(response) or is_unknown_deadline(response)
                                       or status_code(response) in _FAILED_CODES):
                 fail_endpoint(client, label)
-            item = translate(what, response, config)
-            item.__cause__ = response
+            # one line naming the endpoints, not gRPC's multi-line repr (no probe: this
+            # runs on the watcher thread)
+            item = translate(what, response, config, probe=False)
+            if item is not response:
+                item.__cause__ = bare(response)
         else:
             item = watch_batch(response)
         callback(item)

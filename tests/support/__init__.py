@@ -1,1 +1,1 @@
-"""Helpers shared by several test modules (import as ``tests.support.<module>``)."""
+"""Helpers shared by test modules (import as ``tests.support.<module>``)."""

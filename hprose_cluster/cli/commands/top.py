@@ -9,8 +9,8 @@ read, still gets its row with what etcd alone shows.  ``--once`` prints one tabl
 ``--json``, one JSON document) measured over one interval, for scripts; the live view with
 ``--json`` prints one JSON document per line and refresh.
 
-The module is the command: ``register(command, config)`` adds it to the ``hprose-cluster``
-parser, ``run(args, config)`` runs it with parsed arguments.
+``COMMAND`` is the subcommand; ``show(args, config)`` runs it with parsed arguments and a
+config (tests pass an output stream).
 """
 
 from __future__ import annotations
@@ -24,13 +24,15 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
-from .errors import ConfigError, EtcdError
-from .etcd import EtcdConfig, EtcdConnection
-from .metrics import metrics_url
-from .metrics.scrape import fetch, server_totals
-from .record import RecordError, ServerInfo, validate_domain
+from ...errors import ConfigError, EtcdError
+from ...etcd import EtcdConfig, EtcdConnection
+from ...metrics import metrics_url
+from ...metrics.scrape import fetch, server_totals
+from ...record import RecordError, ServerInfo
+from .. import options
+from ..command import Command
 
 log = logging.getLogger("hprose_cluster.cli.top")
 
@@ -177,10 +179,14 @@ def document(rows: list[ServerRow], domain: str | None, config: EtcdConfig,
 
 # --- the command --------------------------------------------------------------------------------
 
-def run(args: argparse.Namespace, config: EtcdConfig, out: TextIO | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
+    return show(args, options.config(args))
+
+
+def show(args: argparse.Namespace, config: EtcdConfig, out: TextIO | None = None) -> int:
     """Run ``top`` with the parsed ``args`` (``domain``, ``interval``, ``once``, ``json``)."""
     out = out if out is not None else sys.stdout
-    domain = validate_domain(args.domain) if args.domain is not None else None
+    domain = options.domain(args.domain) if args.domain is not None else None
     interval = float(args.interval)
     if not interval > 0:
         raise ConfigError("--interval must be positive, got %r" % args.interval)
@@ -230,22 +236,21 @@ def _live(sampler: Sampler, domain: str | None, config: EtcdConfig, interval: fl
     return 0
 
 
-def register(command: Callable[..., argparse.ArgumentParser],
-             config: Callable[[argparse.Namespace], EtcdConfig]) -> argparse.ArgumentParser:
-    """Add ``top`` to the CLI: ``command(name, help, example)`` makes a subparser with the
-    etcd/output options, ``config(args)`` turns them into an ``EtcdConfig``."""
-    p = command("top", "Show DOMAIN's servers (or every domain's) in a table refreshed in "
-                       "place: calls/s, errors/s and calls in flight from the metrics each "
-                       "server names in its record, and the seconds left on its lease.",
-                "  $ hprose-cluster top tcp.hello.server\n"
-                "  UUID      URL                    CPU  LEASE  CALLS/S  ERRORS/S  IN-FLIGHT  METRICS\n"
-                "  0b1d2c3e  tcp4://127.0.0.1:4321  2    9s     812.4    0.0       3          ok\n"
-                "  $ hprose-cluster top tcp.hello.server --once --json\n")
-    p.add_argument("domain", nargs="?", metavar="DOMAIN")
-    p.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, metavar="SECONDS",
-                   help="seconds between refreshes (default: %g)" % DEFAULT_INTERVAL)
-    p.add_argument("--once", action="store_true",
-                   help="print one table (or JSON with --json) measured over one interval, "
-                        "then exit")
-    p.set_defaults(func=lambda args: run(args, config(args)))
-    return p
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("domain", nargs="?", metavar="DOMAIN")
+    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, metavar="SECONDS",
+                        help="seconds between refreshes (default: %g)" % DEFAULT_INTERVAL)
+    parser.add_argument("--once", action="store_true",
+                        help="print one table (or JSON with --json) measured over one "
+                             "interval, then exit")
+
+
+COMMAND = Command(
+    "top", "Show DOMAIN's servers (or every domain's) in a table refreshed in place: calls/s, "
+           "errors/s and calls in flight from the metrics each server names in its record, "
+           "and the seconds left on its lease.",
+    "  $ hprose-cluster top tcp.hello.server\n"
+    "  UUID      URL                    CPU  LEASE  CALLS/S  ERRORS/S  IN-FLIGHT  METRICS\n"
+    "  0b1d2c3e  tcp4://127.0.0.1:4321  2    9s     812.4    0.0       3          ok\n"
+    "  $ hprose-cluster top tcp.hello.server --once --json\n",
+    add_arguments, run)
