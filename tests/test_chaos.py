@@ -22,7 +22,7 @@ from hprose_cluster import ClusterClient
 from hprose_cluster.etcd import EtcdConfig, EtcdConnection
 from hprose_cluster.record import ServerInfo
 
-from cluster_procs import Fleet, Load, wait_until
+from tests.support.cluster_procs import Fleet, Load, wait_until
 
 log = logging.getLogger("hprose_cluster.tests.chaos")
 
@@ -241,7 +241,7 @@ def test_e_compaction_while_the_watcher_is_cut_off_is_repaired_by_a_resync(
     reconnection the watch fails with "compacted": the client must re-read the prefix and tell
     its listeners exactly the real changes (the crashed server removed, the new one added, the
     survivors untouched)."""
-    from cluster_procs import TcpProxy
+    from tests.support.cluster_procs import TcpProxy
 
     etcd = etcd_factory()
     fleet = fleet_factory(domain, etcd.endpoint)

@@ -10,7 +10,7 @@ from hprose.common import HproseException
 
 from hprose_cluster import ClusterClient, ConfigError, NoServerAvailable
 
-from cluster_procs import ServerProc
+from tests.support.cluster_procs import ServerProc
 
 
 def _whoami_url(client) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from certs import Pki, make_pki
-from cluster_procs import has_ipv6_loopback
+from tests.support.certs import Pki, make_pki
+from tests.support.cluster_procs import has_ipv6_loopback
 from hprose_cluster import (ClusterClient, ConnectError, FailoverPolicy, NoServerAvailable,
                             TransportError)
 from hprose_cluster.demo import make_server

@@ -18,7 +18,7 @@ from hprose_cluster import (CallTimeout, ClusterClient, FailoverPolicy, NoServer
                             Registrar, ServerInfo)
 from hprose_cluster.embedded import free_port
 
-from cluster_procs import ServerProc, wait_until
+from tests.support.cluster_procs import ServerProc, wait_until
 from tests.support.metrics import metrics_server_args, registry, value  # noqa: F401
 
 CALLS = "hprose_cluster_client_calls_total"

@@ -20,7 +20,7 @@ import pytest
 from hprose_cluster.embedded import free_port
 from hprose_cluster.transport.base import encode_request
 
-from cluster_procs import wait_until
+from tests.support.cluster_procs import wait_until
 from tests.support.metrics import value
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gunicorn") is None,

@@ -11,7 +11,7 @@ from hprose_cluster import Discovery, Registrar, ServerInfo
 from hprose_cluster.embedded import free_port
 from hprose_cluster.etcd import EtcdConnection, EtcdConfig
 
-from cluster_procs import wait_until
+from tests.support.cluster_procs import wait_until
 from tests.support.metrics import present, registry, value  # noqa: F401
 
 SERVERS = "hprose_cluster_discovery_servers"

@@ -23,7 +23,7 @@ from hprose_cluster.metrics.service import OTHER, UNKNOWN, method_name
 from hprose_cluster.transport.base import encode_request
 from hprose_cluster.transport.tcp import TcpClient
 
-from cluster_procs import has_ipv6_loopback, wait_until
+from tests.support.cluster_procs import has_ipv6_loopback, wait_until
 from tests.support.metrics import exposition, registry, value  # noqa: F401
 
 REQUESTS = "hprose_cluster_server_requests_total"

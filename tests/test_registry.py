@@ -10,7 +10,7 @@ import pytest
 from hprose_cluster import Discovery, EtcdError, Registrar, RegistrationError, ServerInfo
 from hprose_cluster.etcd import EtcdConfig, EtcdConnection
 
-from cluster_procs import ServerProc
+from tests.support.cluster_procs import ServerProc
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from hprose_cluster.etcd import EtcdConfig, EtcdConnection
 from hprose_cluster.failover import FailoverPolicy
 from hprose_cluster.transport.tcp import TcpServer
 
-from cluster_procs import Fleet, wait_until
+from tests.support.cluster_procs import Fleet, wait_until
 
 TTL = 2
 HEARTBEAT = 0.5

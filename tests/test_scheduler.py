@@ -10,7 +10,7 @@ import pytest
 
 from hprose_cluster.scheduler import StepScheduler
 
-from cluster_procs import wait_until
+from tests.support.cluster_procs import wait_until
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,6 +1,6 @@
 """etcd with TLS, client certificates and auth: real etcd servers configured by the tests.
 
-Certificates come from ``tests/certs.py`` (a fresh CA per test, in ``tmp_path``); users and
+Certificates come from ``tests/support/certs.py`` (a fresh CA per test, in ``tmp_path``); users and
 roles are created with ``etcdctl``: ``root``; ``svc``, read-write on ``hprose-service/`` only;
 ``reader``, read-only on ``hprose-service/``.  Every failure case checks three things: the
 error type, that the message names the endpoint and the cause, and that it came within the
@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import pytest
 
-from certs import Pki, make_pki
+from tests.support.certs import Pki, make_pki
 from hprose_cluster import (ClusterClient, Discovery, EtcdConfig, EtcdError, Registrar,
                             RegistrationError, ServerInfo)
 from hprose_cluster.demo import make_server

@@ -15,8 +15,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from certs import Pki, make_pki
-from cluster_procs import has_ipv6_loopback
+from tests.support.certs import Pki, make_pki
+from tests.support.cluster_procs import has_ipv6_loopback
 from hprose_cluster import ClusterClient, ConnectError, FailoverPolicy, NoServerAvailable
 from hprose_cluster.demo import make_server
 from hprose_cluster.errors import ConfigError

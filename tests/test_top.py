@@ -21,7 +21,7 @@ from hprose_cluster import ClusterClient, Registrar, ServerInfo
 from hprose_cluster.embedded import free_port
 from hprose_cluster.metrics.scrape import parse, server_totals
 
-from cluster_procs import Load, ServerProc, wait_until
+from tests.support.cluster_procs import Load, ServerProc, wait_until
 from tests.support.metrics import metrics_server_args
 
 pytestmark = pytest.mark.timeout(180)

@@ -15,7 +15,7 @@ from hprose_cluster import ClusterClient, ClusterHttpServer, ClusterTcpServer
 from hprose_cluster.etcd import EtcdConfig, EtcdConnection
 from hprose_cluster.record import ServerInfo
 
-from cluster_procs import Fleet, Load, wait_until
+from tests.support.cluster_procs import Fleet, Load, wait_until
 
 TTL = 2
 HEARTBEAT = 0.5

@@ -21,7 +21,7 @@ import pytest
 
 from hprose_cluster import AsyncClusterClient, HproseClusterError, TransportError
 
-from cluster_procs import Fleet, wait_until
+from tests.support.cluster_procs import Fleet, wait_until
 
 TTL = 2
 HEARTBEAT = 0.5

@@ -18,7 +18,7 @@ from hprose_cluster import (AsyncClusterClient, CallTimeout, ClusterClient, Clus
 from hprose_cluster.embedded import free_port
 from hprose_cluster.etcd import EtcdConfig, EtcdConnection
 
-from cluster_procs import Fleet
+from tests.support.cluster_procs import Fleet
 
 TTL = 2
 HEARTBEAT = 0.5

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from certs import Pki, make_pki
+from tests.support.certs import Pki, make_pki
 from hprose_cluster import (AsyncClusterClient, ConnectError, FailoverPolicy, NoServerAvailable,
                             TransportError)
 from hprose_cluster.demo import make_server

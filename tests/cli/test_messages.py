@@ -88,7 +88,7 @@ def test_an_endpoint_that_is_not_etcd_is_not_called_a_tls_mismatch(closer, http_
 
 
 def test_plaintext_to_a_tls_etcd_says_to_use_https(etcd_factory, tmp_path):
-    from tests.certs import make_pki
+    from tests.support.certs import make_pki
 
     pki = make_pki(tmp_path / "pki")
     server = etcd_factory(scheme="https", extra_args=["--cert-file", str(pki.server.cert),

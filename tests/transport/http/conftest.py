@@ -36,7 +36,7 @@ def server(servers: Servers) -> HttpServer:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A test CA with a server certificate for the loopback names, and an unrelated CA."""
-    from certs import CertificateAuthority
+    from tests.support.certs import CertificateAuthority
 
     tmp = tmp_path_factory.mktemp("pki")
     ca = CertificateAuthority(tmp / "ca")

@@ -13,7 +13,7 @@ import pytest
 from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, FrameError, TransportError
 from hprose_cluster.transport.tcp import TcpClient, TcpServer, TcpTransport, parse_tcp_url
 
-from cluster_procs import has_ipv6_loopback
+from tests.support.cluster_procs import has_ipv6_loopback
 from tests.support.tcp import free_port, make_server
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,7 +13,7 @@ from hprose_cluster.deadline import Deadline
 from hprose_cluster.errors import CallTimeout
 from hprose_cluster.transport.tcp.pool import ConnectionPool
 
-from cluster_procs import wait_until
+from tests.support.cluster_procs import wait_until
 
 
 class _Sockets:

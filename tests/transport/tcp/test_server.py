@@ -23,7 +23,7 @@ from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, Transp
 from hprose_cluster.transport import framing
 from hprose_cluster.transport.tcp import TcpClient, TcpServer
 
-from cluster_procs import wait_until
+from tests.support.cluster_procs import wait_until
 from tests.support.tcp import make_server, our_threads
 
 pytestmark = pytest.mark.timeout(60)
@@ -162,8 +162,7 @@ def test_stop_drains_in_flight_calls_and_runs_hooks() -> None:
 def test_tls_round_trips(tmp_path: Path) -> None:
     import ssl
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from certs import make_pki
+    from tests.support.certs import make_pki
 
     pki = make_pki(tmp_path / "pki")
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -334,7 +333,7 @@ def test_full_duplex_send_to_a_peer_that_never_reads_times_out(tmp_path: Path, t
     on a new one).  A request cut short never ran: both are marked as not sent."""
     import ssl
 
-    from certs import make_pki
+    from tests.support.certs import make_pki
 
     client_context = None
     held: list[socket.socket] = []

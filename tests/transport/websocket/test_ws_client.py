@@ -295,7 +295,7 @@ def test_close_leaves_no_thread_behind() -> None:
 
 
 def test_wss_verifies_the_server_certificate(tmp_path: Path) -> None:
-    from certs import make_pki
+    from tests.support.certs import make_pki
 
     pki = make_pki(tmp_path / "pki")
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -23,7 +23,7 @@ from hprose_cluster import ClusterClient, ClusterUnixServer, ClusterWebSocketSer
 from hprose_cluster.etcd import EtcdConfig, EtcdConnection
 from hprose_cluster.record import ServerInfo
 
-from cluster_procs import Fleet, Load, wait_until
+from tests.support.cluster_procs import Fleet, Load, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,7 +70,7 @@ def test_a_domain_of_every_scheme_is_served_round_robin(etcd: Any, domain: str,
 
 def test_wss_server_registers_wss_and_is_verified(etcd: Any, domain: str,
                                                   tmp_path: Path) -> None:
-    from certs import make_pki
+    from tests.support.certs import make_pki
 
     from hprose_cluster.demo import make_server
 
