@@ -18,11 +18,12 @@ from urllib.parse import urlsplit
 
 from ..deadline import Deadline
 from ..errors import ConfigError, ConnectError, TransportError
+from ..transport import PLAIN_TCP_SCHEMES, TLS_TCP_SCHEMES
 from ..transport.errors import connect_failed
 
 T = TypeVar("T")
 
-TCP_SCHEMES = ("tcp", "tcp4", "tcp6")
+TCP_SCHEMES = PLAIN_TCP_SCHEMES + TLS_TCP_SCHEMES
 HTTP_SCHEMES = ("http", "https")
 WEBSOCKET_SCHEMES = ("ws", "wss")
 UNIX_SCHEMES = ("unix",)
@@ -55,12 +56,17 @@ def open_async_transport(url: str, *, ssl_context: Any = None, connections: int 
     """An ``AsyncTransport`` for ``url``, by its scheme.
 
     ``connections``: full-duplex connections per server for ``tcp://``, ``ws://`` and
-    ``unix:`` (default 1), most connections at once for ``http://`` (default 32).
+    ``unix:`` (default 1), most connections at once for ``http://`` (default 32).  The TLS
+    TCP schemes (``tcps://``, ``tcp4s://``, ``tcp6s://``, ``tls://``: what a TLS
+    ``ClusterTcpServer`` advertises) always use TLS, with ``ssl_context`` or else the
+    system's trust store; ``tcp://`` uses TLS when given an ``ssl_context`` (as Go does).
     """
     scheme = urlsplit(url).scheme.lower()
     options: dict[str, Any] = {"connect_timeout": connect_timeout, "ssl_context": ssl_context}
     if connections is not None:
         options["connections"] = connections
+    if scheme in TLS_TCP_SCHEMES and ssl_context is None:
+        options["ssl_context"] = ssl.create_default_context()
     if scheme in TCP_SCHEMES:
         from .tcp import AsyncTcpTransport
         return AsyncTcpTransport(url, **options)
