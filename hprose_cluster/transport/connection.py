@@ -18,7 +18,9 @@ class State(enum.Enum):
     NEW = "new"              # constructed; nothing open
     LISTENING = "listening"  # the socket listens; not accepting yet (the address is known)
     SERVING = "serving"      # accepting and serving
-    STOPPING = "stopping"    # stop() is running: draining
+    DRAINING = "draining"    # stop() began: deregistering, then the drain delay; still
+                             # accepting and serving as before (clients see the server leave)
+    STOPPING = "stopping"    # no longer accepting: ending connections, finishing requests
     STOPPED = "stopped"      # everything closed; a stopped server cannot be started again
 
 

@@ -13,20 +13,26 @@ A transport plugs in a ``ProtocolHandler``, which only speaks its protocol:
   ``serving.request_started(conn)`` -- False means "stopping: drop this request unexecuted
   and return" -- and ``serving.request_finished(conn)`` once the reply is written.  Between
   requests, ``serving.keep_open(conn)`` says whether to wait for another one.
-* ``quiesce(conn)``: ``stop()`` no longer accepts; end this connection at its next request
-  boundary.  (Default: shut it down now if no request is in flight on it.)
+* ``quiesce(conn)``: the drain delay is over and the server no longer accepts; end this
+  connection at its next request boundary.  (Default: shut it down now if no request is in
+  flight on it.)
 * ``abandon(conn)``: the drain time is over and requests are still in flight on ``conn``;
   last chance to tell the peer (HTTP answers 503).  The socket is shut down right after.
 
 Servers use it through ``ServerBase`` (``server_base.py``), which gives them the public
 surface ``ClusterServer`` relies on.
 
-Stopping (``stop(drain_timeout)``) always goes the same way: ``before_stop()`` (the cluster
-mixin deregisters there), stop accepting, close the listener, ``quiesce`` every connection,
-wait up to ``drain_timeout`` for the requests in flight, ``abandon`` and shut down what is
-left, join the threads.  Signals are installed *before* ``on_listening()`` runs, so a SIGTERM
-during registration still ends in that graceful stop; the handler only sets a flag and wakes
-the accept loop (no locks, no logging in a signal handler).
+Stopping (``stop(drain_timeout)``) always goes the same way.  ``DRAINING``: ``before_stop()``
+runs (the cluster mixin deregisters there, then sleeps its drain delay) while the server goes
+on accepting and serving exactly as before -- clients that still list it open connections and
+reuse kept-alive ones, and those calls must succeed.  ``STOPPING``: stop accepting, close the
+listener, ``quiesce`` every connection (idle ones close now), wait up to ``drain_timeout`` for
+the requests in flight, ``abandon`` and shut down what is left, join the threads.  Whoever
+calls ``stop()`` (a signal in a blocking ``start()`` included), accepting goes on during
+``before_stop()``: when no accept loop is running then, one runs on a thread for the drain.
+Signals are installed *before* ``on_listening()`` runs, so a SIGTERM during registration still
+ends in that graceful stop; the handler only sets a flag and wakes the accept loop (no locks,
+no logging in a signal handler).
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ from .workers import WorkerPool
 
 __all__ = ["State", "Connection", "ProtocolHandler", "ConnectionHandler", "Serving",
            "current_connection"]
+
+
+_ACCEPTING = (State.SERVING, State.DRAINING)
 
 
 def _noop() -> None:
@@ -100,6 +109,8 @@ class Serving:
         self._loop_thread: threading.Thread | None = None
         self._loop_done = threading.Event()
         self._loop_done.set()
+        self._accepting = False  # an accept loop runs, or is about to (under _lock)
+        self._start_failed = False  # on_listening raised: nothing to serve while stopping
         self._stopped = threading.Event()
         self._signalled: int | None = None
         self._sequence = itertools.count(1)
@@ -113,7 +124,8 @@ class Serving:
 
     @property
     def stopping(self) -> bool:
-        """True once stop() has begun: handlers close connections after their reply."""
+        """True once the drain delay is over and the server no longer accepts: handlers close
+        connections after their reply.  (While ``DRAINING`` they serve as usual.)"""
         return self._state is State.STOPPING or self._state is State.STOPPED
 
     @property
@@ -213,6 +225,7 @@ class Serving:
             if self._state is not State.LISTENING:
                 raise RuntimeError("%s is already serving or stopped" % self.name)
             self._state = State.SERVING
+            self._accepting = True
             self._loop_done.clear()
         stop = stop or self.stop
         if not block:
@@ -245,7 +258,10 @@ class Serving:
         try:
             self._on_listening()
         except BaseException:
-            self._loop_done.set()  # no loop will run
+            with self._lock:
+                self._accepting = False  # no loop will run
+                self._start_failed = True
+            self._loop_done.set()
             stop()
             raise
 
@@ -271,7 +287,7 @@ class Serving:
                 return
             selector.register(listener, selectors.EVENT_READ, listener)
             selector.register(wake, selectors.EVENT_READ, None)
-            while self._state is State.SERVING and self._signalled is None:
+            while self._keep_accepting():
                 for key, _ in selector.select(timeout=1.0):
                     if key.data is None:
                         try:
@@ -279,13 +295,39 @@ class Serving:
                                 pass
                         except OSError:
                             pass
-                    elif self._state is State.SERVING:
+                    elif self._state in _ACCEPTING:
                         self._accept(listener)
-            if self._signalled is not None:
-                self.log.info("signal %d received; stopping %s", self._signalled, self.name)
         finally:
             selector.close()
+            with self._lock:
+                self._accepting = False  # also when the loop ended by an exception
             self._loop_done.set()
+
+    def _keep_accepting(self) -> bool:
+        """Accept while serving, and while draining whatever happens (a signal then is one
+        more request to stop, which is already under way).  The loop's end is decided under
+        the lock, so a stop() beginning meanwhile knows whether to accept on a thread."""
+        with self._lock:
+            state = self._state
+            if state is State.DRAINING or (state is State.SERVING and self._signalled is None):
+                return True
+            self._accepting = False
+        if state is State.SERVING:
+            self.log.info("signal %d received; stopping %s", self._signalled, self.name)
+        return False
+
+    def _accept_while_draining(self) -> None:
+        """``stop()`` began and no accept loop runs (a blocking ``start()`` left its loop for
+        a signal and stops on that thread): run one on a thread until the drain is over."""
+        with self._lock:
+            if self._accepting or self._start_failed or self._listener is None:
+                return
+            self._accepting = True
+            self._loop_done.clear()
+            thread = threading.Thread(target=self._accept_loop, daemon=True,
+                                      name="hprose-cluster-%s-drain-%s" % (self.kind, self.name))
+            self._loop_thread = thread
+        thread.start()
 
     def _accept(self, listener: socket.socket) -> None:
         try:
@@ -293,7 +335,7 @@ class Serving:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as error:  # e.g. EMFILE: back off instead of spinning
-            if self._state is State.SERVING:
+            if self._state in _ACCEPTING:
                 self.log.warning("accept on %s failed: %s", self.name, error)
                 time.sleep(0.05)
             return
@@ -305,7 +347,7 @@ class Serving:
                 pass
         conn = Connection(sock, peer)
         with self._lock:
-            if self._state is not State.SERVING:
+            if self._state not in _ACCEPTING:
                 sock.close()
                 return
             conn.thread = threading.Thread(
@@ -363,25 +405,29 @@ class Serving:
                 self._state = State.STOPPED
                 self._stopped.set()
                 return
-            first = state is not State.STOPPING and state is not State.STOPPED
+            first = state is State.LISTENING or state is State.SERVING
             if first:
-                self._state = State.STOPPING
+                self._state = State.DRAINING
         if not first:
             if current_connection() is None:
                 self._stopped.wait()
             return
         try:
-            self._stop(drain_timeout)
+            self._stop(drain_timeout, served=state is State.SERVING)
         finally:
             with self._lock:
                 self._state = State.STOPPED
             self._stopped.set()
 
-    def _stop(self, drain_timeout: float) -> None:
+    def _stop(self, drain_timeout: float, served: bool) -> None:
+        if served:
+            self._accept_while_draining()
         try:
-            self._before_stop()
+            self._before_stop()  # deregister, drain delay: still accepting and serving
         except Exception:
             self.log.exception("%s: before-stop hook failed; stopping anyway", self.name)
+        with self._lock:
+            self._state = State.STOPPING
         deadline = time.monotonic() + max(drain_timeout, 0.0)
         self._wake()
         loop = self._loop_thread
