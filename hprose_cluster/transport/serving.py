@@ -1,26 +1,14 @@
 """The one serving lifecycle under every server transport.
 
 ``Serving`` owns what every server does the same way: open the listening socket, accept in a
-loop, give each connection its own daemon thread (and the TLS handshake, when there is an
-``ssl_context``), an optional pool of worker threads, SIGTERM/SIGINT handling, the count of
-requests in flight, and a graceful stop that drains them.  Its state is one ``State``.
+loop (``accept.py``), give each connection its own daemon thread (and the TLS handshake, when
+there is an ``ssl_context``), an optional pool of worker threads, SIGTERM/SIGINT handling
+(``signals.py``), the count of requests in flight, and a graceful stop that drains them.  Its
+state is one ``State``.
 
-A transport plugs in a ``ProtocolHandler``, which only speaks its protocol:
-
-* ``serve_connection(conn)`` runs on the connection's own thread with a connected (and, for
-  TLS, handshaken) blocking socket in ``conn.sock``; it returns when the connection is done
-  (the lifecycle then closes the socket).  Around each request it calls
-  ``serving.request_started(conn)`` -- False means "stopping: drop this request unexecuted
-  and return" -- and ``serving.request_finished(conn)`` once the reply is written.  Between
-  requests, ``serving.keep_open(conn)`` says whether to wait for another one.
-* ``quiesce(conn)``: the drain delay is over and the server no longer accepts; end this
-  connection at its next request boundary.  (Default: shut it down now if no request is in
-  flight on it.)
-* ``abandon(conn)``: the drain time is over and requests are still in flight on ``conn``;
-  last chance to tell the peer (HTTP answers 503).  The socket is shut down right after.
-
-Servers use it through ``ServerBase`` (``server_base.py``), which gives them the public
-surface ``ClusterServer`` relies on.
+A transport plugs in a ``ProtocolHandler`` (``connection.py``), which only speaks its
+protocol.  Servers use it through ``ServerBase`` (``server_base.py``), which gives them the
+public surface ``ClusterServer`` relies on.
 
 Stopping (``stop(drain_timeout)``) always goes the same way.  ``DRAINING``: ``before_stop()``
 runs (the cluster mixin deregisters there, then sleeps its drain delay) while the server goes
@@ -39,17 +27,17 @@ from __future__ import annotations
 
 import itertools
 import logging
-import selectors
-import signal
 import socket
 import ssl
 import threading
 import time
 from typing import Any, Callable
 
+from .accept import Acceptor
 from .connection import (Connection, ConnectionHandler, ProtocolHandler, State, _local,
                          _peer_name, current_connection)
 from .listen import open_listener
+from .signals import stop_signals
 from .streams import shutdown_socket
 from .workers import WorkerPool
 
@@ -102,14 +90,8 @@ class Serving:
         self._changed = threading.Condition(self._lock)
         self._connections: set[Connection] = set()
         self._in_flight = 0
-        self._listener: socket.socket | None = None
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
+        self._acceptor: Acceptor | None = None  # the listener, from listen() to stop()
         self._pool: WorkerPool | None = None
-        self._loop_thread: threading.Thread | None = None
-        self._loop_done = threading.Event()
-        self._loop_done.set()
-        self._accepting = False  # an accept loop runs, or is about to (under _lock)
         self._start_failed = False  # on_listening raised: nothing to serve while stopping
         self._stopped = threading.Event()
         self._signalled: int | None = None
@@ -195,17 +177,17 @@ class Serving:
     def listen(self) -> None:
         """Open the listening socket (once); ``address`` is then the bound address."""
         with self._lock:
-            if self._listener is not None:
+            if self._acceptor is not None:
                 return
             if self._state is not State.NEW:
                 raise RuntimeError("%s was stopped; create a new one" % self.name)
             sock = self._open_socket()
-            self._listener = sock
             name = sock.getsockname()
             self.address = tuple(name[:2]) if isinstance(name, tuple) else name
-            self._wake_r, self._wake_w = socket.socketpair()
-            self._wake_r.setblocking(False)
-            self._wake_w.setblocking(False)
+            self._acceptor = Acceptor(sock, name=lambda: self.name, log=self.log,
+                                      keep_going=self._keep_accepting,
+                                      accepting=lambda: self._state in _ACCEPTING,
+                                      on_accept=self._accepted)
             if self.workers > 0:
                 port = self.address[1] if isinstance(self.address, tuple) else 0
                 self._pool = WorkerPool(self.workers, "hprose-cluster-%s-worker-%s"
@@ -225,43 +207,34 @@ class Serving:
             if self._state is not State.LISTENING:
                 raise RuntimeError("%s is already serving or stopped" % self.name)
             self._state = State.SERVING
-            self._accepting = True
-            self._loop_done.clear()
+            acceptor = self._acceptor
+        # claimed before on_listening: a stop() meanwhile knows a loop is coming
+        claimed = acceptor is not None and acceptor.claim()
         stop = stop or self.stop
         if not block:
-            self._hooked_listening(stop)
-            thread = threading.Thread(target=self._accept_loop, daemon=True,
-                                      name="hprose-cluster-%s-serve-%s" % (self.kind, self.name))
-            self._loop_thread = thread
-            thread.start()
+            self._hooked_listening(stop, claimed)
+            if claimed:
+                assert acceptor is not None
+                acceptor.start_thread("hprose-cluster-%s-serve-%s" % (self.kind, self.name))
             return
-        previous: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    previous[signum] = signal.signal(signum, self._on_signal)
-                except (ValueError, OSError):  # not the main interpreter, or not supported
-                    pass
-        try:
-            self._hooked_listening(stop)
+        with stop_signals(self._on_signal):  # in the main thread; before on_listening
+            self._hooked_listening(stop, claimed)
             try:
-                self._accept_loop()
+                if claimed:
+                    assert acceptor is not None
+                    self._accept_loop(acceptor)
             except KeyboardInterrupt:  # SIGINT arrived before our handler was installed
                 self.log.info("interrupted; stopping %s", self.name)
             finally:
                 stop()
-        finally:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
 
-    def _hooked_listening(self, stop: Callable[[], None]) -> None:
+    def _hooked_listening(self, stop: Callable[[], None], claimed: bool) -> None:
         try:
             self._on_listening()
         except BaseException:
-            with self._lock:
-                self._accepting = False  # no loop will run
-                self._start_failed = True
-            self._loop_done.set()
+            self._start_failed = True  # nothing to serve while stopping
+            if claimed and self._acceptor is not None:
+                self._acceptor.unclaim()  # no loop will run
             stop()
             raise
 
@@ -272,79 +245,33 @@ class Serving:
         self._wake()
 
     def _wake(self) -> None:
-        wake = self._wake_w
-        if wake is not None:
-            try:
-                wake.send(b"x")
-            except OSError:
-                pass  # full (already woken) or closed (already stopped)
+        acceptor = self._acceptor
+        if acceptor is not None:
+            acceptor.wake()
 
-    def _accept_loop(self) -> None:
-        selector = selectors.DefaultSelector()
-        try:
-            listener, wake = self._listener, self._wake_r
-            if listener is None or wake is None:
-                return
-            selector.register(listener, selectors.EVENT_READ, listener)
-            selector.register(wake, selectors.EVENT_READ, None)
-            while self._keep_accepting():
-                for key, _ in selector.select(timeout=1.0):
-                    if key.data is None:
-                        try:
-                            while wake.recv(512):
-                                pass
-                        except OSError:
-                            pass
-                    elif self._state in _ACCEPTING:
-                        self._accept(listener)
-        finally:
-            selector.close()
-            with self._lock:
-                self._accepting = False  # also when the loop ended by an exception
-            self._loop_done.set()
+    def _accept_loop(self, acceptor: Acceptor) -> None:
+        """The blocking start()'s loop, in the calling thread."""
+        acceptor.run()
+        if self._signalled is not None and self._state is State.SERVING:
+            self.log.info("signal %d received; stopping %s", self._signalled, self.name)
 
     def _keep_accepting(self) -> bool:
         """Accept while serving, and while draining whatever happens (a signal then is one
-        more request to stop, which is already under way).  The loop's end is decided under
-        the lock, so a stop() beginning meanwhile knows whether to accept on a thread."""
-        with self._lock:
-            state = self._state
-            if state is State.DRAINING or (state is State.SERVING and self._signalled is None):
-                return True
-            self._accepting = False
-        if state is State.SERVING:
-            self.log.info("signal %d received; stopping %s", self._signalled, self.name)
-        return False
+        more request to stop, which is already under way).  No lock: the acceptor asks
+        under its own."""
+        state = self._state
+        return state is State.DRAINING or (state is State.SERVING and self._signalled is None)
 
     def _accept_while_draining(self) -> None:
         """``stop()`` began and no accept loop runs (a blocking ``start()`` left its loop for
         a signal and stops on that thread): run one on a thread until the drain is over."""
-        with self._lock:
-            if self._accepting or self._start_failed or self._listener is None:
-                return
-            self._accepting = True
-            self._loop_done.clear()
-            thread = threading.Thread(target=self._accept_loop, daemon=True,
-                                      name="hprose-cluster-%s-drain-%s" % (self.kind, self.name))
-            self._loop_thread = thread
-        thread.start()
+        acceptor = self._acceptor
+        if acceptor is not None and not self._start_failed and acceptor.claim():
+            acceptor.start_thread("hprose-cluster-%s-drain-%s" % (self.kind, self.name))
 
-    def _accept(self, listener: socket.socket) -> None:
-        try:
-            sock, peer = listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as error:  # e.g. EMFILE: back off instead of spinning
-            if self._state in _ACCEPTING:
-                self.log.warning("accept on %s failed: %s", self.name, error)
-                time.sleep(0.05)
-            return
-        sock.setblocking(True)
-        if sock.family != getattr(socket, "AF_UNIX", None):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+    def _accepted(self, sock: socket.socket, peer: Any) -> None:
+        """A connection came: its own thread serves it (unless the server stopped accepting
+        meanwhile)."""
         conn = Connection(sock, peer)
         with self._lock:
             if self._state not in _ACCEPTING:
@@ -429,18 +356,12 @@ class Serving:
         with self._lock:
             self._state = State.STOPPING
         deadline = time.monotonic() + max(drain_timeout, 0.0)
-        self._wake()
-        loop = self._loop_thread
-        if loop is not None and loop is not threading.current_thread():
-            loop.join()
-        elif loop is None:  # a blocking start(): its loop runs in another thread, or ran
-            self._loop_done.wait(max(deadline - time.monotonic(), 0.0) + 1.0)
         with self._lock:
-            socks = (self._listener, self._wake_r, self._wake_w)
-            self._listener = self._wake_r = self._wake_w = None
-        for sock in socks:
-            if sock is not None:
-                sock.close()
+            acceptor, self._acceptor = self._acceptor, None
+        if acceptor is not None:
+            acceptor.wake()
+            acceptor.wait_idle(max(deadline - time.monotonic(), 0.0) + 5.0)
+            acceptor.close()
         # Only now end the idle connections: a client that retries on a new connection then
         # gets a clean "connection refused" (ConnectError, sent=False), not a connection
         # accepted into a backlog that is about to be reset.
