@@ -2,10 +2,13 @@
 
 A client drives one ``CallAttempts`` per call: it says which server to try next, how long an
 attempt may take, whether waiting for a server is safe, what a failure means (try another
-server, after how long, or raise), and builds the error once no server is left.  The client
-only adds what is its own: how to wait for a view change, how to sleep, how to send.  So the
-policy (``FailoverPolicy``), the selector, the ejector and the error types behave the same in
-``ClusterClient`` (threads) and ``AsyncClusterClient`` (asyncio).
+server, after how long, or raise), and builds the error once no server is left.  It also
+records the call in the client's metrics (``hprose_cluster_client_*``: each attempt's outcome,
+the whole call's duration, retries, ejections through the ejector, calls that found no server)
+and names the domain's skipped records when no server is left.  The client only adds what is
+its own: how to wait for a view change, how to sleep, how to send.  So the policy
+(``FailoverPolicy``), the selector, the ejector, the metrics and the error types behave the
+same in ``ClusterClient`` (threads) and ``AsyncClusterClient`` (asyncio).
 
 The rules (those of ``ClusterClient``'s whole-call deadline):
 
@@ -18,21 +21,38 @@ The rules (those of ``ClusterClient``'s whole-call deadline):
   it, or the view changed since the call began): a listed server that refuses in an unchanged
   view is dead but listed, and waiting would only delay the error;
 - the backoff between attempts is capped by the deadline; once the deadline has passed after a
-  failure the call raises one ``CallTimeout`` naming every attempt.
+  failure the call raises one ``CallTimeout`` naming every attempt;
+- every call ends in the metrics exactly once: ``ok``, ``error`` (an hprose error reply),
+  ``raised`` (a transport error, a timeout, or anything else that ends it: the client closed,
+  a cancelled task) or ``no_server``.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Mapping
 
 from .deadline import Deadline
 from .discovery import ServerView
 from .errors import CallTimeout, NoServerAvailable, TransportError
 from .failover import Ejector, FailoverPolicy
+from .metrics import NULL_CLIENT, ClientRecorder
 from .record import ServerInfo
 from .selector import Selector
 
 log = logging.getLogger("hprose_cluster.client")
+
+
+def skipped_note(skipped: Mapping[str, str], shown: int = 3) -> str:
+    """The records of the domain a client cannot use, for a "no server" error: how many, and
+    why (each reason names its record), the first few of them."""
+    if not skipped:
+        return ""
+    reasons = [skipped[key] for key in sorted(skipped)]
+    more = len(reasons) - shown
+    return "; %d record%s skipped: %s%s" % (
+        len(reasons), "" if len(reasons) == 1 else "s", "; ".join(reasons[:shown]),
+        "; and %d more" % more if more > 0 else "")
 
 
 class CallAttempts:
@@ -42,17 +62,25 @@ class CallAttempts:
     A client's loop: ``if attempts.out_of_time: raise attempts.timed_out(where, view)``;
     ``server = attempts.pick(view)``; when None and ``attempts.may_wait(view)``, wait up to
     ``attempts.wait_budget()`` for the view to change and pick again; still None: raise
-    ``attempts.exhausted(where)``.  Then ``begin(server)``, send within
+    ``attempts.exhausted(where, view)``.  Then ``begin(server)``, send within
     ``attempt_deadline()``, and report ``failed(server, error)`` (None: raise ``error``; else
-    seconds to sleep first), ``succeeded(server)`` or ``business_error(server)``.
+    seconds to sleep first) or ``succeeded(server)`` (a reply came); then, once the reply is
+    decoded, ``returned(server)`` or ``business_error(server)``.  Whatever else ends the call
+    (an exception out of the loop) is reported with ``abandoned()``, which does nothing when
+    the call has already ended.
+
+    ``metrics``: the client's recorder (``metrics.client_recorder(domain)``); the call's
+    duration counts from here.  The ejector should be the recorder's (``metrics.ejector``) so
+    that ejections are counted.
     """
 
     __slots__ = ("name", "policy", "selector", "ejector", "idempotent", "domain", "deadline",
-                 "first_view", "tried", "failures")
+                 "first_view", "tried", "failures", "metrics", "started", "ended")
 
     def __init__(self, name: str, policy: FailoverPolicy, selector: Selector, ejector: Ejector,
                  *, domain: str | None, idempotent: bool | None = None,
-                 deadline: Deadline | None = None, first_view: ServerView | None = None):
+                 deadline: Deadline | None = None, first_view: ServerView | None = None,
+                 metrics: ClientRecorder = NULL_CLIENT):
         self.name = name
         self.policy = policy
         self.selector = selector
@@ -63,6 +91,9 @@ class CallAttempts:
         self.first_view = first_view
         self.tried: set[str] = set()
         self.failures: list[tuple[ServerInfo, TransportError]] = []
+        self.metrics = metrics
+        self.started = metrics.start()
+        self.ended = False
 
     # --- choosing -------------------------------------------------------------------------
 
@@ -116,9 +147,11 @@ class CallAttempts:
         may have run there and may not be repeated); else the seconds to wait before trying
         another server (0 for no wait; never past the deadline)."""
         self.ejector.failure(server.url, certain=not error.sent)
+        self.metrics.failed(server, error)
         self.selector.failed(server)
         self.failures.append((server, error))
         if not self.policy.may_retry(error, self.idempotent):
+            self._raised()
             return None
         log.info("call %s on %s failed (%s); trying another server of %r",
                  self.name, server.url, error, self.domain)
@@ -128,12 +161,30 @@ class CallAttempts:
         return (self.deadline.cap(delay) or 0.0) if delay else 0.0
 
     def succeeded(self, server: ServerInfo) -> None:
+        """``server`` replied (an hprose error reply too): it is healthy."""
         self.ejector.success(server.url)
+
+    def returned(self, server: ServerInfo) -> None:
+        """The call returns ``server``'s result."""
+        self.ended = True
+        self.metrics.ok(server, self.started, self.tried)
 
     def business_error(self, server: ServerInfo) -> None:
         """The server answered with an hprose error: never retried, may rotate the primary."""
+        self.ended = True
+        self.metrics.error(server, self.started, self.tried)
         if self.policy.rotate_on_error:
             self.selector.failed(server)
+
+    def abandoned(self) -> None:
+        """The call ends with an exception of the client's own (closed, cancelled, a reply
+        it could not read); nothing when it has already ended."""
+        if not self.ended:
+            self._raised()
+
+    def _raised(self) -> None:
+        self.ended = True
+        self.metrics.raised(self.started, self.tried)
 
     # --- the end --------------------------------------------------------------------------
 
@@ -149,6 +200,7 @@ class CallAttempts:
     def timed_out(self, where: str, view: ServerView) -> CallTimeout:
         """The deadline passed after failures: one error naming every attempt (``where``:
         the domain and etcd)."""
+        self._raised()
         failures = self.failures
         untried = sum(1 for s in view.servers if s.uuid not in self.tried)
         left = (" (%d more server(s) not tried: no time left)" % untried) if untried else ""
@@ -159,11 +211,17 @@ class CallAttempts:
         error.__cause__ = failures[-1][1]
         return error
 
-    def exhausted(self, where: str) -> NoServerAvailable:
-        """No server left to try: names each attempt with its error, chains the last one."""
+    def exhausted(self, where: str, view: ServerView | None = None) -> NoServerAvailable:
+        """No server left to try: names each attempt with its error, chains the last one,
+        and the records of ``view`` that were skipped (a domain of records this client
+        cannot use says why it has no server)."""
+        self.ended = True
+        self.metrics.no_server(self.started, self.tried)
+        skipped = skipped_note(view.skipped) if view is not None else ""
         if not self.failures:
-            return NoServerAvailable("no server available for %s in %s" % (self.name, where))
-        error = NoServerAvailable("call %s failed on every server tried in %s: %s"
-                                  % (self.name, where, self._attempts()))
+            return NoServerAvailable("no server available for %s in %s%s"
+                                     % (self.name, where, skipped))
+        error = NoServerAvailable("call %s failed on every server tried in %s: %s%s"
+                                  % (self.name, where, self._attempts(), skipped))
         error.__cause__ = self.failures[-1][1]
         return error

@@ -16,14 +16,15 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from hprose.common import HproseException
 
 from . import metrics
+from .attempts import CallAttempts
 from .deadline import Deadline
-from .discovery import Discovery, ServerView
-from .errors import CallTimeout, ConfigError, NoServerAvailable, TransportError
+from .discovery import Discovery
+from .errors import ConfigError, TransportError
 from .etcd import EtcdConfig
 from .failover import FailoverPolicy
 from .record import ServerInfo, validate_domain
@@ -34,18 +35,6 @@ log = logging.getLogger("hprose_cluster.client")
 
 RETIRE_GRACE = 60.0
 """Seconds a retired transport's busy connections may stay open for their calls."""
-
-
-def _skipped_note(skipped: Mapping[str, str], shown: int = 3) -> str:
-    """The records of the domain this client cannot use, for a "no server" error: how many,
-    and why (each reason names its record), the first few of them."""
-    if not skipped:
-        return ""
-    reasons = [skipped[key] for key in sorted(skipped)]
-    more = len(reasons) - shown
-    return "; %d record%s skipped: %s%s" % (
-        len(reasons), "" if len(reasons) == 1 else "s", "; ".join(reasons[:shown]),
-        "; and %d more" % more if more > 0 else "")
 
 
 class ClusterClient(BaseClient):
@@ -117,116 +106,60 @@ class ClusterClient(BaseClient):
         idempotent = options.pop("idempotent", None)
         if options:
             raise TypeError("unknown call option(s): %s" % ", ".join(sorted(options)))
-        started = self._metrics.start()
-        policy = self.failover
-        if idempotent is None:
-            idempotent = policy.idempotent
-        deadline = Deadline(timeout)  # one deadline for the whole call
         request = self._encode(name, args, byref, simple)
-        tried: set[str] = set()
-        failures: list[tuple[ServerInfo, TransportError]] = []
-        first_view = self.discovery.view
-        for attempt in range(policy.max_attempts):
-            server = self.selector.pick(self.discovery.view, tried, self.ejector)
-            if server is None and (not failures or self._view_moved(failures[-1], first_view)):
-                server = self._wait_for_server(tried, deadline, policy.wait_for_server)
-            if server is None:
-                break
-            tried.add(server.uuid)
-            try:
-                reply = self._transport(server.url).round_trip(
-                    request, deadline.within(policy.attempt_timeout))
-            except TransportError as error:
-                self.ejector.failure(server.url, certain=not error.sent)
-                self._metrics.failed(server, error)
-                self.selector.failed(server)
-                failures.append((server, error))
-                if not policy.may_retry(error, idempotent):
-                    self._metrics.raised(started, tried)
-                    raise
-                if attempt + 1 < policy.max_attempts:
-                    delay = policy.delay(attempt)
+        attempts = CallAttempts(name, self.failover, self.selector, self.ejector,
+                                domain=self.domain, idempotent=idempotent,
+                                deadline=Deadline(timeout), first_view=self.discovery.view,
+                                metrics=self._metrics)
+        try:
+            while True:
+                if attempts.out_of_time:  # one deadline for the whole call
+                    raise attempts.timed_out(self._where(), self.discovery.view)
+                server = attempts.pick(self.discovery.view)
+                if server is None and attempts.may_wait(self.discovery.view):
+                    server = self._wait_for_server(attempts)
+                if server is None:
+                    raise attempts.exhausted(self._where(), self.discovery.view)
+                attempts.begin(server)
+                try:
+                    reply = self._transport(server.url).round_trip(
+                        request, attempts.attempt_deadline())
+                except TransportError as error:
+                    delay = attempts.failed(server, error)
+                    if delay is None:
+                        raise
                     if delay:
-                        time.sleep(deadline.cap(delay) or 0.0)
-                if deadline.expired():
-                    self._metrics.raised(started, tried)
-                    raise self._timed_out(name, deadline, failures) from error
-                log.info("call %s on %s failed (%s); trying another server of %r",
-                         name, server.url, error, self.domain)
-                continue
-            self.ejector.success(server.url)
-            try:
-                result = self._decode(reply, args, result_mode)
-            except HproseException:
-                self._metrics.error(server, started, tried)
-                if policy.rotate_on_error:
-                    self.selector.failed(server)
-                raise
-            self._metrics.ok(server, started, tried)
-            return result
-        self._metrics.no_server(started, tried)
-        raise self._no_server(name, failures)
+                        time.sleep(delay)
+                    continue
+                attempts.succeeded(server)
+                try:
+                    result = self._decode(reply, args, result_mode)
+                except HproseException:
+                    attempts.business_error(server)
+                    raise
+                attempts.returned(server)
+                return result
+        except BaseException:
+            attempts.abandoned()  # ended already, or by what the loop did not expect
+            raise
 
-    def _view_moved(self, failure: tuple[ServerInfo, TransportError],
-                    first_view: ServerView) -> bool:
-        """After a failure that certainly sent nothing, with no untried server left: worth
-        waiting for one when the view is changing (the failed server left it, or it changed
-        since the call began: servers leaving and registering again), as a call that finds
-        the view empty waits.  A server still listed in an unchanged view that refuses is
-        dead but listed: waiting would only delay the error."""
-        server, error = failure
-        if error.sent:
-            return False
-        view = self.discovery.view
-        return view is not first_view or server.uuid not in view.by_uuid
-
-    def _wait_for_server(self, tried: set[str], deadline: Deadline,
-                         wait: float) -> ServerInfo | None:
-        """The view has no untried server (etcd just expired every lease, say): wait up to
-        ``wait`` seconds, within the call's deadline, for one to appear.  Only for calls that
-        have sent nothing (anywhere, or in their last attempt), which is always safe."""
-        until = deadline.within(wait)
-        untried = lambda view: any(s.uuid not in tried for s in view.servers)  # noqa: E731
+    def _wait_for_server(self, attempts: CallAttempts) -> ServerInfo | None:
+        """No untried server (etcd just expired every lease, say), and waiting is safe
+        (``attempts.may_wait``): wait, within the call's deadline, for one to appear."""
+        until = time.monotonic() + attempts.wait_budget()
         while not self._closed:
-            remaining = until.remaining()
-            if remaining is not None and remaining <= 0:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
                 return None
             # short waits, so a client closed meanwhile does not hold its callers
-            if self.discovery.wait_for(untried, 0.25 if remaining is None
-                                       else min(remaining, 0.25)):
-                server = self.selector.pick(self.discovery.view, tried, self.ejector)
+            if self.discovery.wait_for(attempts.has_untried, min(remaining, 0.25)):
+                server = attempts.pick(self.discovery.view)
                 if server is not None:
                     return server
         return None
 
     def _where(self) -> str:
         return "domain %r (etcd %s)" % (self.domain, self.discovery.config.describe())
-
-    @staticmethod
-    def _attempts(failures: list[tuple[ServerInfo, TransportError]]) -> str:
-        return "; ".join("attempt %d on %s: %s" % (n, server.url, error)
-                         for n, (server, error) in enumerate(failures, 1))
-
-    def _timed_out(self, name: str, deadline: Deadline,
-                   failures: list[tuple[ServerInfo, TransportError]]) -> CallTimeout:
-        """The call's deadline passed after ``failures``: one error naming every attempt."""
-        untried = sum(1 for s in self.discovery.servers()
-                      if s.uuid not in {server.uuid for server, _ in failures})
-        left = (" (%d more server(s) not tried: no time left)" % untried) if untried else ""
-        return CallTimeout("call %s timed out after %s in %s, %d attempt(s)%s: %s"
-                           % (name, deadline.describe(), self._where(), len(failures), left,
-                              self._attempts(failures)),
-                           url=failures[-1][0].url, sent=any(e.sent for _, e in failures))
-
-    def _no_server(self, name: str, failures: list[tuple[ServerInfo, TransportError]]) -> NoServerAvailable:
-        skipped = _skipped_note(self.discovery.view.skipped)
-        if not failures:
-            return NoServerAvailable("no server available for %s in %s%s"
-                                     % (name, self._where(), skipped))
-        error = NoServerAvailable("call %s failed on every server tried in %s: %s%s"
-                                  % (name, self._where(), self._attempts(failures), skipped))
-        error.__cause__ = failures[-1][1]
-        return error
 
     def _transport(self, url: str) -> Transport:
         transport = self._transports.get(url)

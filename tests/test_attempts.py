@@ -154,3 +154,73 @@ def test_an_attempt_gets_at_most_attempt_timeout_of_the_call():
     assert (short.attempt_deadline().remaining() or 0) <= 0.1
     plain = attempts(deadline=Deadline(5.0))
     assert plain.attempt_deadline() is plain.deadline
+
+
+class Recorder:
+    """A ClientRecorder that lists what it was told (the logic under test is CallAttempts')."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, ...]] = []
+
+    def start(self) -> float:
+        return 0.0
+
+    def ok(self, server, started, tried):
+        self.events.append(("ok", server.uuid, str(len(tried))))
+
+    def error(self, server, started, tried):
+        self.events.append(("error", server.uuid, str(len(tried))))
+
+    def failed(self, server, error):
+        self.events.append(("failed", server.uuid, type(error).__name__))
+
+    def raised(self, started, tried):
+        self.events.append(("raised", str(len(tried))))
+
+    def no_server(self, started, tried):
+        self.events.append(("no_server", str(len(tried))))
+
+
+def test_every_call_ends_once_in_the_metrics():
+    def run(outcome: str) -> list[tuple[str, ...]]:
+        recorder = Recorder()
+        call = attempts(metrics=recorder)
+        first = call.pick(view(2))
+        assert first is not None
+        call.begin(first)
+        assert call.failed(first, ConnectError("refused", url=first.url)) == 0.0
+        second = call.pick(view(2))
+        assert second is not None
+        call.begin(second)
+        if outcome == "sent":
+            assert call.failed(second, TransportError("reset", url=second.url, sent=True)) is None
+        elif outcome == "exhausted":
+            call.failed(second, ConnectError("refused", url=second.url))
+            assert call.pick(view(2)) is None
+            call.exhausted(WHERE, view(2))
+        else:
+            call.succeeded(second)
+            call.returned(second) if outcome == "ok" else call.business_error(second)
+        call.abandoned()  # the call had ended: nothing more
+        return recorder.events
+
+    failed = ("failed", "u0", "ConnectError")
+    assert run("ok") == [failed, ("ok", "u1", "2")]
+    assert run("error") == [failed, ("error", "u1", "2")]
+    assert run("sent") == [failed, ("failed", "u1", "TransportError"), ("raised", "2")]
+    assert run("exhausted") == [failed, ("failed", "u1", "ConnectError"), ("no_server", "2")]
+    recorder = Recorder()
+    call = attempts(metrics=recorder)
+    call.abandoned()  # cancelled before any attempt
+    call.abandoned()
+    assert recorder.events == [("raised", "0")]
+
+
+def test_no_server_available_names_the_skipped_records():
+    skipped = {"hprose-service/a.b/k%d" % i: "record hprose-service/a.b/k%d: bad" % i
+               for i in range(5)}
+    empty = ServerView({}, skipped=skipped)
+    message = str(attempts().exhausted(WHERE, empty))
+    assert "no server available for hello in %s; 5 records skipped: " % WHERE in message
+    assert "k0: bad; record hprose-service/a.b/k1: bad" in message and "; and 2 more" in message
+    assert "skipped" not in str(attempts().exhausted(WHERE, view(0)))

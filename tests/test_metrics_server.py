@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from hprose_cluster import ClusterClient, ConfigError, ServerInfo, metrics
 from hprose_cluster.deadline import Deadline
 from hprose_cluster.demo import make_server
+from hprose_cluster.deadline import Deadline
 from hprose_cluster.etcd import EtcdConfig, EtcdConnection
 from hprose_cluster.metrics import metrics_url
 from hprose_cluster.metrics.service import OTHER, UNKNOWN, method_name

@@ -5,10 +5,10 @@ transports run on the event loop (full-duplex TCP, keep-alive HTTP, WebSocket), 
 calls can be in flight on a few connections, and cancelling a call (``task.cancel()``,
 ``asyncio.timeout``) ends it at once without harming the others.
 
-Everything else is the blocking client's: the same ``FailoverPolicy``, selectors, ejection and
-error types, driven through the same ``CallAttempts``.  The domain is followed by the same
-``Discovery``: its watch runs on etcd's threads, a call reads the current view in memory, and
-view changes reach the loop through ``call_soon_threadsafe``.  One ``Discovery`` may be shared
+Everything else is the blocking client's: the same ``FailoverPolicy``, selectors, ejection,
+client metrics and error types, driven through the same ``CallAttempts``.  The domain is
+followed by the same ``Discovery``: its watch runs on etcd's threads, a call reads the current
+view in memory, and view changes reach the loop through ``call_soon_threadsafe``.  One ``Discovery`` may be shared
 by blocking and asyncio clients of a domain.  The blocking parts (the first etcd read, closing
 the watch) run on short-lived threads of their own, never on the loop.
 """
@@ -23,12 +23,13 @@ from typing import Any, Sequence
 
 from hprose.common import HproseException, HproseResultMode
 
+from .. import metrics
 from ..attempts import CallAttempts
 from ..deadline import Deadline
 from ..discovery import Discovery
 from ..errors import ConfigError, HproseClusterError, TransportError
 from ..etcd import EtcdConfig
-from ..failover import Ejector, FailoverPolicy
+from ..failover import FailoverPolicy
 from ..record import ServerInfo, validate_domain
 from ..selector import Selector, make_selector
 from ..transport.base import _Method, _Proxy, decode_reply, encode_request
@@ -72,7 +73,8 @@ class AsyncClusterClient:
                               % (timeout,))
         self.failover = policy
         self.selector = make_selector(selector)
-        self.ejector = Ejector(policy.eject_after, policy.eject_for)
+        self._metrics = metrics.client_recorder(domain)
+        self.ejector = self._metrics.ejector(policy.eject_after, policy.eject_for)
         self.timeout = timeout
         self.simple = simple
         self._filters: list[Any] = []
@@ -170,42 +172,48 @@ class AsyncClusterClient:
         timeout = options.get("timeout", self.timeout)
         attempts = CallAttempts(name, self.failover, self.selector, self.ejector,
                                 domain=self.domain, idempotent=options.get("idempotent"),
-                                deadline=Deadline(timeout), first_view=self.discovery.view)
-        while True:
-            if self._closed:  # aclose() ran during the call: no new connection
-                error = self._closed_error()
-                if attempts.failures:
-                    raise error from attempts.failures[-1][1]
-                raise error
-            if attempts.out_of_time:  # the whole call shares one deadline
-                raise attempts.timed_out(self._where(), self.discovery.view)
-            server = attempts.pick(self.discovery.view)
-            if server is None and attempts.may_wait(self.discovery.view):
-                server = await self._wait_for_server(attempts)
-            if server is None:
-                raise attempts.exhausted(self._where())
-            attempts.begin(server)
-            try:
-                reply = await self._transport(server.url).round_trip(
-                    request, attempts.attempt_deadline())
-            except TransportError as error:
-                delay = attempts.failed(server, error)
-                if delay is None:
+                                deadline=Deadline(timeout), first_view=self.discovery.view,
+                                metrics=self._metrics)
+        try:
+            while True:
+                if self._closed:  # aclose() ran during the call: no new connection
+                    error = self._closed_error()
+                    if attempts.failures:
+                        raise error from attempts.failures[-1][1]
+                    raise error
+                if attempts.out_of_time:  # the whole call shares one deadline
+                    raise attempts.timed_out(self._where(), self.discovery.view)
+                server = attempts.pick(self.discovery.view)
+                if server is None and attempts.may_wait(self.discovery.view):
+                    server = await self._wait_for_server(attempts)
+                if server is None:
+                    raise attempts.exhausted(self._where(), self.discovery.view)
+                attempts.begin(server)
+                try:
+                    reply = await self._transport(server.url).round_trip(
+                        request, attempts.attempt_deadline())
+                except TransportError as error:
+                    delay = attempts.failed(server, error)
+                    if delay is None:
+                        raise
+                    if delay:
+                        await asyncio.sleep(delay)
+                    continue
+                attempts.succeeded(server)
+                for _filter in reversed(self._filters):
+                    reply = _filter.inputFilter(reply, self)
+                try:
+                    result = decode_reply(reply, values, resultMode)
+                except HproseException:
+                    attempts.business_error(server)
                     raise
-                if delay:
-                    await asyncio.sleep(delay)
-                continue
-            attempts.succeeded(server)
-            for _filter in reversed(self._filters):
-                reply = _filter.inputFilter(reply, self)
-            try:
-                result = decode_reply(reply, values, resultMode)
-            except HproseException:
-                attempts.business_error(server)
-                raise
-            if byref and isinstance(args, list):
-                args[:len(values)] = values
-            return result
+                attempts.returned(server)
+                if byref and isinstance(args, list):
+                    args[:len(values)] = values
+                return result
+        except BaseException:
+            attempts.abandoned()  # closed, cancelled, a filter's error; or ended already
+            raise
 
     def _where(self) -> str:
         return "domain %r (etcd %s)" % (self.domain, self.discovery.config.describe())

@@ -107,7 +107,8 @@ def families() -> "Families | None":
 # --- recorder interfaces and their no-op versions -------------------------------------------------
 
 class ClientRecorder(Protocol):
-    """What ``ClusterClient`` reports: per attempt (``failed``) and per call (the rest)."""
+    """What a client call reports (through ``CallAttempts``, for ``ClusterClient`` and
+    ``AsyncClusterClient``): per attempt (``failed``) and per call (the rest)."""
 
     def start(self) -> float: ...
     def ok(self, server: "ServerInfo", started: float, tried: Collection[str]) -> None: ...

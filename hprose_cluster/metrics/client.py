@@ -50,7 +50,8 @@ class CountingEjector(Ejector):
 
 
 class ClientMetrics:
-    """The numbers of every ``ClusterClient`` of one domain in this process."""
+    """The numbers of every client (``ClusterClient``, ``AsyncClusterClient``) of one domain
+    in this process."""
 
     def __init__(self, domain: str, buckets: tuple[float, ...]):
         self.domain = domain

@@ -1,5 +1,20 @@
 """What the serving lifecycle and a protocol handler share: the connection record, the
-handler interface and the lifecycle's states.  See ``serving.py`` for how they fit."""
+handler interface and the lifecycle's states.  See ``serving.py`` for the lifecycle.
+
+A transport plugs a ``ProtocolHandler`` into ``Serving``; it only speaks its protocol:
+
+* ``serve_connection(conn)`` runs on the connection's own thread with a connected (and, for
+  TLS, handshaken) blocking socket in ``conn.sock``; it returns when the connection is done
+  (the lifecycle then closes the socket).  Around each request it calls
+  ``serving.request_started(conn)`` -- False means "stopping: drop this request unexecuted
+  and return" -- and ``serving.request_finished(conn)`` once the reply is written.  Between
+  requests, ``serving.keep_open(conn)`` says whether to wait for another one.
+* ``quiesce(conn)``: the drain delay is over and the server no longer accepts; end this
+  connection at its next request boundary.  (Default: shut it down now if no request is in
+  flight on it.)
+* ``abandon(conn)``: the drain time is over and requests are still in flight on ``conn``;
+  last chance to tell the peer (HTTP answers 503).  The socket is shut down right after.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +33,9 @@ class State(enum.Enum):
     NEW = "new"              # constructed; nothing open
     LISTENING = "listening"  # the socket listens; not accepting yet (the address is known)
     SERVING = "serving"      # accepting and serving
-    STOPPING = "stopping"    # stop() is running: draining
+    DRAINING = "draining"    # stop() began: deregistering, then the drain delay; still
+                             # accepting and serving as before (clients see the server leave)
+    STOPPING = "stopping"    # no longer accepting: ending connections, finishing requests
     STOPPED = "stopped"      # everything closed; a stopped server cannot be started again
 
 

@@ -63,8 +63,9 @@ class ServerBase:
         self._serving.start(block, stop=self.stop)
 
     def stop(self, drain_timeout: float = 10.0) -> None:
-        """Stop gracefully: ``_before_stop()``, stop accepting, let running requests finish
-        (up to ``drain_timeout`` seconds), close every connection, join every thread.
+        """Stop gracefully: ``_before_stop()`` while still accepting and serving, then stop
+        accepting, close idle connections, let running requests finish (up to
+        ``drain_timeout`` seconds), close every connection, join every thread.
 
         Idempotent; a second call waits for the first to finish.
         """
@@ -84,4 +85,5 @@ class ServerBase:
         """Hook: the socket listens and nothing is served yet (ClusterServer registers)."""
 
     def _before_stop(self) -> None:
-        """Hook: first thing in stop() (ClusterServer deregisters)."""
+        """Hook: first thing in stop(), while the server still accepts and serves
+        (ClusterServer deregisters, then waits its drain delay)."""

@@ -1,54 +1,51 @@
 """The one serving lifecycle under every server transport.
 
 ``Serving`` owns what every server does the same way: open the listening socket, accept in a
-loop, give each connection its own daemon thread (and the TLS handshake, when there is an
-``ssl_context``), an optional pool of worker threads, SIGTERM/SIGINT handling, the count of
-requests in flight, and a graceful stop that drains them.  Its state is one ``State``.
+loop (``accept.py``), give each connection its own daemon thread (and the TLS handshake, when
+there is an ``ssl_context``), an optional pool of worker threads, SIGTERM/SIGINT handling
+(``signals.py``), the count of requests in flight, and a graceful stop that drains them.  Its
+state is one ``State``.
 
-A transport plugs in a ``ProtocolHandler``, which only speaks its protocol:
+A transport plugs in a ``ProtocolHandler`` (``connection.py``), which only speaks its
+protocol.  Servers use it through ``ServerBase`` (``server_base.py``), which gives them the
+public surface ``ClusterServer`` relies on.
 
-* ``serve_connection(conn)`` runs on the connection's own thread with a connected (and, for
-  TLS, handshaken) blocking socket in ``conn.sock``; it returns when the connection is done
-  (the lifecycle then closes the socket).  Around each request it calls
-  ``serving.request_started(conn)`` -- False means "stopping: drop this request unexecuted
-  and return" -- and ``serving.request_finished(conn)`` once the reply is written.  Between
-  requests, ``serving.keep_open(conn)`` says whether to wait for another one.
-* ``quiesce(conn)``: ``stop()`` no longer accepts; end this connection at its next request
-  boundary.  (Default: shut it down now if no request is in flight on it.)
-* ``abandon(conn)``: the drain time is over and requests are still in flight on ``conn``;
-  last chance to tell the peer (HTTP answers 503).  The socket is shut down right after.
-
-Servers use it through ``ServerBase`` (``server_base.py``), which gives them the public
-surface ``ClusterServer`` relies on.
-
-Stopping (``stop(drain_timeout)``) always goes the same way: ``before_stop()`` (the cluster
-mixin deregisters there), stop accepting, close the listener, ``quiesce`` every connection,
-wait up to ``drain_timeout`` for the requests in flight, ``abandon`` and shut down what is
-left, join the threads.  Signals are installed *before* ``on_listening()`` runs, so a SIGTERM
-during registration still ends in that graceful stop; the handler only sets a flag and wakes
-the accept loop (no locks, no logging in a signal handler).
+Stopping (``stop(drain_timeout)``) always goes the same way.  ``DRAINING``: ``before_stop()``
+runs (the cluster mixin deregisters there, then sleeps its drain delay) while the server goes
+on accepting and serving exactly as before -- clients that still list it open connections and
+reuse kept-alive ones, and those calls must succeed.  ``STOPPING``: stop accepting, close the
+listener, ``quiesce`` every connection (idle ones close now), wait up to ``drain_timeout`` for
+the requests in flight, ``abandon`` and shut down what is left, join the threads.  Whoever
+calls ``stop()`` (a signal in a blocking ``start()`` included), accepting goes on during
+``before_stop()``: when no accept loop is running then, one runs on a thread for the drain.
+Signals are installed *before* ``on_listening()`` runs, so a SIGTERM during registration still
+ends in that graceful stop; the handler only sets a flag and wakes the accept loop (no locks,
+no logging in a signal handler).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import selectors
-import signal
 import socket
 import ssl
 import threading
 import time
 from typing import Any, Callable
 
+from .accept import Acceptor
 from .connection import (Connection, ConnectionHandler, ProtocolHandler, State, _local,
                          _peer_name, current_connection)
 from .listen import open_listener
+from .signals import stop_signals
 from .streams import shutdown_socket
 from .workers import WorkerPool
 
 __all__ = ["State", "Connection", "ProtocolHandler", "ConnectionHandler", "Serving",
            "current_connection"]
+
+
+_ACCEPTING = (State.SERVING, State.DRAINING)
 
 
 def _noop() -> None:
@@ -93,13 +90,9 @@ class Serving:
         self._changed = threading.Condition(self._lock)
         self._connections: set[Connection] = set()
         self._in_flight = 0
-        self._listener: socket.socket | None = None
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
+        self._acceptor: Acceptor | None = None  # the listener, from listen() to stop()
         self._pool: WorkerPool | None = None
-        self._loop_thread: threading.Thread | None = None
-        self._loop_done = threading.Event()
-        self._loop_done.set()
+        self._start_failed = False  # on_listening raised: nothing to serve while stopping
         self._stopped = threading.Event()
         self._signalled: int | None = None
         self._sequence = itertools.count(1)
@@ -113,7 +106,8 @@ class Serving:
 
     @property
     def stopping(self) -> bool:
-        """True once stop() has begun: handlers close connections after their reply."""
+        """True once the drain delay is over and the server no longer accepts: handlers close
+        connections after their reply.  (While ``DRAINING`` they serve as usual.)"""
         return self._state is State.STOPPING or self._state is State.STOPPED
 
     @property
@@ -183,17 +177,17 @@ class Serving:
     def listen(self) -> None:
         """Open the listening socket (once); ``address`` is then the bound address."""
         with self._lock:
-            if self._listener is not None:
+            if self._acceptor is not None:
                 return
             if self._state is not State.NEW:
                 raise RuntimeError("%s was stopped; create a new one" % self.name)
             sock = self._open_socket()
-            self._listener = sock
             name = sock.getsockname()
             self.address = tuple(name[:2]) if isinstance(name, tuple) else name
-            self._wake_r, self._wake_w = socket.socketpair()
-            self._wake_r.setblocking(False)
-            self._wake_w.setblocking(False)
+            self._acceptor = Acceptor(sock, name=lambda: self.name, log=self.log,
+                                      keep_going=self._keep_accepting,
+                                      accepting=lambda: self._state in _ACCEPTING,
+                                      on_accept=self._accepted)
             if self.workers > 0:
                 port = self.address[1] if isinstance(self.address, tuple) else 0
                 self._pool = WorkerPool(self.workers, "hprose-cluster-%s-worker-%s"
@@ -213,39 +207,34 @@ class Serving:
             if self._state is not State.LISTENING:
                 raise RuntimeError("%s is already serving or stopped" % self.name)
             self._state = State.SERVING
-            self._loop_done.clear()
+            acceptor = self._acceptor
+        # claimed before on_listening: a stop() meanwhile knows a loop is coming
+        claimed = acceptor is not None and acceptor.claim()
         stop = stop or self.stop
         if not block:
-            self._hooked_listening(stop)
-            thread = threading.Thread(target=self._accept_loop, daemon=True,
-                                      name="hprose-cluster-%s-serve-%s" % (self.kind, self.name))
-            self._loop_thread = thread
-            thread.start()
+            self._hooked_listening(stop, claimed)
+            if claimed:
+                assert acceptor is not None
+                acceptor.start_thread("hprose-cluster-%s-serve-%s" % (self.kind, self.name))
             return
-        previous: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    previous[signum] = signal.signal(signum, self._on_signal)
-                except (ValueError, OSError):  # not the main interpreter, or not supported
-                    pass
-        try:
-            self._hooked_listening(stop)
+        with stop_signals(self._on_signal):  # in the main thread; before on_listening
+            self._hooked_listening(stop, claimed)
             try:
-                self._accept_loop()
+                if claimed:
+                    assert acceptor is not None
+                    self._accept_loop(acceptor)
             except KeyboardInterrupt:  # SIGINT arrived before our handler was installed
                 self.log.info("interrupted; stopping %s", self.name)
             finally:
                 stop()
-        finally:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
 
-    def _hooked_listening(self, stop: Callable[[], None]) -> None:
+    def _hooked_listening(self, stop: Callable[[], None], claimed: bool) -> None:
         try:
             self._on_listening()
         except BaseException:
-            self._loop_done.set()  # no loop will run
+            self._start_failed = True  # nothing to serve while stopping
+            if claimed and self._acceptor is not None:
+                self._acceptor.unclaim()  # no loop will run
             stop()
             raise
 
@@ -256,56 +245,36 @@ class Serving:
         self._wake()
 
     def _wake(self) -> None:
-        wake = self._wake_w
-        if wake is not None:
-            try:
-                wake.send(b"x")
-            except OSError:
-                pass  # full (already woken) or closed (already stopped)
+        acceptor = self._acceptor
+        if acceptor is not None:
+            acceptor.wake()
 
-    def _accept_loop(self) -> None:
-        selector = selectors.DefaultSelector()
-        try:
-            listener, wake = self._listener, self._wake_r
-            if listener is None or wake is None:
-                return
-            selector.register(listener, selectors.EVENT_READ, listener)
-            selector.register(wake, selectors.EVENT_READ, None)
-            while self._state is State.SERVING and self._signalled is None:
-                for key, _ in selector.select(timeout=1.0):
-                    if key.data is None:
-                        try:
-                            while wake.recv(512):
-                                pass
-                        except OSError:
-                            pass
-                    elif self._state is State.SERVING:
-                        self._accept(listener)
-            if self._signalled is not None:
-                self.log.info("signal %d received; stopping %s", self._signalled, self.name)
-        finally:
-            selector.close()
-            self._loop_done.set()
+    def _accept_loop(self, acceptor: Acceptor) -> None:
+        """The blocking start()'s loop, in the calling thread."""
+        acceptor.run()
+        if self._signalled is not None and self._state is State.SERVING:
+            self.log.info("signal %d received; stopping %s", self._signalled, self.name)
 
-    def _accept(self, listener: socket.socket) -> None:
-        try:
-            sock, peer = listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as error:  # e.g. EMFILE: back off instead of spinning
-            if self._state is State.SERVING:
-                self.log.warning("accept on %s failed: %s", self.name, error)
-                time.sleep(0.05)
-            return
-        sock.setblocking(True)
-        if sock.family != getattr(socket, "AF_UNIX", None):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+    def _keep_accepting(self) -> bool:
+        """Accept while serving, and while draining whatever happens (a signal then is one
+        more request to stop, which is already under way).  No lock: the acceptor asks
+        under its own."""
+        state = self._state
+        return state is State.DRAINING or (state is State.SERVING and self._signalled is None)
+
+    def _accept_while_draining(self) -> None:
+        """``stop()`` began and no accept loop runs (a blocking ``start()`` left its loop for
+        a signal and stops on that thread): run one on a thread until the drain is over."""
+        acceptor = self._acceptor
+        if acceptor is not None and not self._start_failed and acceptor.claim():
+            acceptor.start_thread("hprose-cluster-%s-drain-%s" % (self.kind, self.name))
+
+    def _accepted(self, sock: socket.socket, peer: Any) -> None:
+        """A connection came: its own thread serves it (unless the server stopped accepting
+        meanwhile)."""
         conn = Connection(sock, peer)
         with self._lock:
-            if self._state is not State.SERVING:
+            if self._state not in _ACCEPTING:
                 sock.close()
                 return
             conn.thread = threading.Thread(
@@ -363,38 +332,36 @@ class Serving:
                 self._state = State.STOPPED
                 self._stopped.set()
                 return
-            first = state is not State.STOPPING and state is not State.STOPPED
+            first = state is State.LISTENING or state is State.SERVING
             if first:
-                self._state = State.STOPPING
+                self._state = State.DRAINING
         if not first:
             if current_connection() is None:
                 self._stopped.wait()
             return
         try:
-            self._stop(drain_timeout)
+            self._stop(drain_timeout, served=state is State.SERVING)
         finally:
             with self._lock:
                 self._state = State.STOPPED
             self._stopped.set()
 
-    def _stop(self, drain_timeout: float) -> None:
+    def _stop(self, drain_timeout: float, served: bool) -> None:
+        if served:
+            self._accept_while_draining()
         try:
-            self._before_stop()
+            self._before_stop()  # deregister, drain delay: still accepting and serving
         except Exception:
             self.log.exception("%s: before-stop hook failed; stopping anyway", self.name)
-        deadline = time.monotonic() + max(drain_timeout, 0.0)
-        self._wake()
-        loop = self._loop_thread
-        if loop is not None and loop is not threading.current_thread():
-            loop.join()
-        elif loop is None:  # a blocking start(): its loop runs in another thread, or ran
-            self._loop_done.wait(max(deadline - time.monotonic(), 0.0) + 1.0)
         with self._lock:
-            socks = (self._listener, self._wake_r, self._wake_w)
-            self._listener = self._wake_r = self._wake_w = None
-        for sock in socks:
-            if sock is not None:
-                sock.close()
+            self._state = State.STOPPING
+        deadline = time.monotonic() + max(drain_timeout, 0.0)
+        with self._lock:
+            acceptor, self._acceptor = self._acceptor, None
+        if acceptor is not None:
+            acceptor.wake()
+            acceptor.wait_idle(max(deadline - time.monotonic(), 0.0) + 5.0)
+            acceptor.close()
         # Only now end the idle connections: a client that retries on a new connection then
         # gets a clean "connection refused" (ConnectError, sent=False), not a connection
         # accepted into a backlog that is about to be reset.

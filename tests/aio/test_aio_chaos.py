@@ -127,15 +127,7 @@ def test_the_primary_sigkilled_under_load_costs_no_call(etcd_factory, domain, ar
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("transport", [
-    "tcp",
-    pytest.param("http", marks=pytest.mark.xfail(reason=(
-        "serving.py stops accepting when stop() begins, before the drain delay: replies "
-        "carry Connection: close meanwhile, the connections a client opens to replace them "
-        "wait in the listen backlog and are reset with their requests when the listener "
-        "closes 0.5 s later (not executed, but indistinguishable from a crash)"),
-        strict=False)),
-    "ws"])
+@pytest.mark.parametrize("transport", ["tcp", "http", "ws"])
 def test_a_rolling_restart_with_drain_costs_no_call_that_may_not_be_retried(
         etcd_factory, domain, arun, transport):
     """Servers leave the registry, keep serving for their drain delay, finish what they read

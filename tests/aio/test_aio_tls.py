@@ -138,3 +138,23 @@ def test_go_style_tcp_record_with_tcp_tls_on_the_client(etcd, domain, pki, tls_s
             assert url in str(caught.value)
 
     arun(main())
+
+
+@pytest.mark.parametrize("transport", ["tcp", "http"])
+def test_without_ssl_context_tls_servers_are_verified_against_the_system_store(
+        etcd, domain, tls_server, arun, transport):
+    """A TLS server's scheme (``tcp4s://``, ``https://``) means TLS with no context given:
+    the system's trust store, which does not know the test CA (a ConnectError, not plain
+    TCP to a TLS port)."""
+    server = tls_server(domain, transport)
+    assert server.url.split(":")[0] in ("tcp4s", "https")
+
+    async def main() -> NoServerAvailable:
+        async with AsyncClusterClient(domain, etcd=etcd.endpoint, failover=NO_WAIT) as client:
+            with pytest.raises(NoServerAvailable) as caught:
+                await client.hello("x")
+            return caught.value
+
+    error = arun(main())
+    assert isinstance(error.__cause__, ConnectError) and error.__cause__.sent is False
+    assert "certificate verification failed" in str(error.__cause__)
