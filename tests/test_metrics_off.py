@@ -107,7 +107,7 @@ def test_enable_without_the_extra_is_a_clear_error() -> None:
     assert "pip install 'hprose-cluster[metrics]'" in done.stdout
 
 
-@pytest.mark.parametrize("name", ["metrics", "top"])
+@pytest.mark.parametrize("name", ["metrics", "cli.commands.top"])
 def test_modules_load_without_prometheus(name: str) -> None:
     code = _HIDE + "import hprose_cluster.%s\nprint('ok')\n" % name
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
