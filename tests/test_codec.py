@@ -143,6 +143,30 @@ def test_damaged_bytes_fail_or_read_as_hprose_does(value: Any, cut: int, junk: b
     assert ours == theirs
 
 
+def raw_with(reader_class: type, data: bytes) -> bytes | tuple[str, str]:
+    try:
+        return reader_class(BytesIO(data)).readRaw().getvalue()
+    except Exception as error:
+        return type(error).__name__, str(error)
+
+
+def test_a_brace_where_a_value_must_follow_fails_as_in_hprose() -> None:
+    """After a class definition or an ``E``, 1.4.3 reads one more value: a ``}`` there is an
+    unexpected tag, not the end of the enclosing container (found by the test above)."""
+    value = [[], -100, (["00\x80\U00010000"] * 2, {
+        -100: uuid.UUID("e3e70682-c209-4cac-629f-6fbed82c07cd"), -1000000: None,
+        "00\x80\x80": -100}), make_thing({})]
+    data = write_with(RecursiveWriter, value, False)
+    assert isinstance(data, bytes)
+    damaged = data[:120] + b"\x00" + data[121:]  # c5"Thing"0{} becomes c5"Thing"\x00}o0{}
+    for case in (damaged, b"a1{E}", b"a1{c1\"T\"0{}}", b"E}"):
+        expected = ("HproseException", "Unexpected serialize tag '}' in stream")
+        assert raw_with(RecursiveReader, case) == expected
+        assert raw_with(HproseReader, case) == expected, case
+    assert raw_with(HproseReader, b"a1{c1\"T\"0{}o0{}}") == b"a1{c1\"T\"0{}o0{}}"
+    assert raw_with(HproseReader, b"a1{Es1\"x\"}") == b"a1{Es1\"x\"}"
+
+
 def test_a_date_or_time_cut_short_fails_instead_of_filling_memory() -> None:
     for data in (b"T12", b"D2024", b"a1{T1", b"T"):
         with pytest.raises(HproseException, match="No byte found in stream"):

@@ -184,11 +184,15 @@ def read_raw(reader: Any, ostream: Any = None, tag: bytes | None = None) -> Any:
     stream = reader.stream
     write = ostream.write
     closers: list[bool] = []  # one per open brace: True when it is a class definition's
+    follows = False  # a value must come next (after a class definition or an ``E``), not a }
     while True:
         if tag is None:
             tag = stream.read(1)
         write(tag)
         done = True
+        if follows and tag == b"}":
+            reader.unexpectedTag(tag)  # 1.4.3 reads that value with readRaw: '}' is no value
+        follows = False
         if tag in _RAW_SCALARS:
             pass
         elif tag == b"s":
@@ -204,7 +208,8 @@ def read_raw(reader: Any, ostream: Any = None, tag: bytes | None = None) -> Any:
                 raise too_deep("read")
             done = False
         elif tag == b"}" and closers:
-            done = not closers.pop()  # a class definition is followed by its object
+            follows = closers.pop()  # a class definition is followed by its object
+            done = not follows
         elif tag == b"I":
             write(stream.read(1))
         elif tag in (b"D", b"T"):
@@ -214,7 +219,8 @@ def read_raw(reader: Any, ostream: Any = None, tag: bytes | None = None) -> Any:
         elif tag == b"g":
             reader._HproseRawReader__readGuidRaw(ostream)
         elif tag == b"E":
-            done = False  # the error's message follows
+            follows = True  # the error's message follows
+            done = False
         else:
             reader.unexpectedTag(tag)
         tag = None
