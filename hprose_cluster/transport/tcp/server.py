@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+import struct
 import threading
 from typing import Any, Callable
 
@@ -30,6 +31,12 @@ from ..server_base import ServerBase
 from ..serving import Serving
 
 compat.apply()
+
+_pack_word = struct.Struct(">I").pack
+_word_from = int.from_bytes
+_DONTWAIT = socket.MSG_DONTWAIT
+_RECV_CHUNK = 64 * 1024
+_MAX_RECV = 1024 * 1024
 
 logger = logging.getLogger("hprose_cluster.transport.tcp")
 
@@ -135,12 +142,38 @@ class _TcpProtocol(ConnectionHandler):
             return False
 
     def _read_requests(self, conn: Connection, state: _TcpConnection) -> None:
+        """Read frames until the connection ends.  A small half-duplex request usually comes
+        in one ``recv`` holding exactly its frame: that is answered straight from the bytes
+        received; anything else (several frames, a partial one, full duplex) goes through the
+        ``FrameDecoder``."""
         server = self.server
         serving = server._serving
-        reader = streams.FrameReader(state.io, server.max_frame)
+        max_frame = server.max_frame
+        recv = state.io.recv
+        decoder = framing.FrameDecoder(max_frame)
+        context = TcpContext(server, conn.peer, None)  # one per connection: nothing varies
         while True:
             try:
-                frame = reader.read_frame()
+                if not decoder.buffered:
+                    data = recv(_RECV_CHUNK)
+                    size = len(data)
+                    if size > 4:
+                        word = _word_from(data[:4], "big")
+                        if word + 4 == size and word <= max_frame:
+                            if not self._answer_half_duplex(conn, state, data[4:], context):
+                                return
+                            continue
+                    elif not data:
+                        decoder.closed()
+                    decoder.feed(data)
+                frame = decoder.next_frame()
+                while frame is None:
+                    want = decoder.wanted()
+                    data = recv(_RECV_CHUNK if want < _RECV_CHUNK else min(want, _MAX_RECV))
+                    if not data:
+                        decoder.closed()
+                    decoder.feed(data)
+                    frame = decoder.next_frame()
             except framing.ConnectionClosed as closed:
                 if not closed.clean and not state.closed and not conn.shut:
                     logger.warning("hprose TCP connection from %s closed in the middle of a "
@@ -151,16 +184,7 @@ class _TcpProtocol(ConnectionHandler):
                              server.url, conn.peer, error)
                 return
             if frame.request_id is None:
-                # A request counts as in flight from its execution until its reply is
-                # written, so stop() never closes a connection between the two.
-                if not serving.request_started(conn):
-                    return
-                try:
-                    reply = server._handle(frame.body, TcpContext(server, conn.peer, None))
-                    sent = self.send(conn, framing.encode_half(reply))
-                finally:
-                    serving.request_finished(conn)
-                if not sent:
+                if not self._answer_half_duplex(conn, state, frame.body, context):
                     return
                 continue
             with state.cond:
@@ -170,6 +194,41 @@ class _TcpProtocol(ConnectionHandler):
                     return
                 state.outstanding += 1
             serving.submit(conn, self._answer_full_duplex, conn, state, frame)
+
+    def _answer_half_duplex(self, conn: Connection, state: _TcpConnection, body: bytes,
+                            context: TcpContext) -> bool:
+        """Execute one half-duplex request on the connection's thread and write its reply;
+        False when the connection is finished.
+
+        A request counts as in flight from its execution until its reply is written, so
+        stop() never closes a connection between the two.  With no full-duplex request of
+        this connection outstanding this thread is the only writer: one non-blocking send,
+        no lock; only a reply the socket does not take at once goes through ``send``.
+        """
+        serving = self.server._serving
+        if not serving.request_started(conn):
+            return False
+        try:
+            reply = self.server._handle(body, context)
+            length = len(reply)
+            if length > framing.LENGTH_MASK:
+                raise ValueError("hprose frame body too large: %d bytes" % length)
+            frame = _pack_word(length) + reply
+            io = state.io
+            if state.outstanding or type(io) is streams.SslIo:
+                return self.send(conn, frame)
+            try:
+                sent = io.send(frame, _DONTWAIT)  # type: ignore[attr-defined]
+            except BlockingIOError:
+                sent = 0
+            except OSError as error:
+                logger.debug("cannot answer %s: %s", conn.peer, error)
+                return False
+            if sent == len(frame):
+                return True
+            return self.send(conn, memoryview(frame)[sent:])  # type: ignore[arg-type]
+        finally:
+            serving.request_finished(conn)
 
     def _answer_full_duplex(self, conn: Connection, state: _TcpConnection,
                             frame: framing.Frame) -> None:
