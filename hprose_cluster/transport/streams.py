@@ -12,7 +12,7 @@ import ssl
 import struct
 import threading
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 from ..deadline import Deadline
 from .framing import Frame, FrameDecoder
@@ -90,13 +90,15 @@ class TimedSocket(socket.socket):
     (``send_before``), so no send timeout is involved.
     """
 
-    __slots__ = ("rcvtimeo", "_poller")
+    __slots__ = ("rcvtimeo", "idle_poll")
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1,  # noqa: A002
                  fileno: int | None = None):
         super().__init__(family, type, proto, fileno)
         self.rcvtimeo = 0.0  # SO_RCVTIMEO set now, in seconds; 0.0: none, block for ever
-        self._poller: select.poll | None = None
+        # poll(milliseconds) of a poll object watching this socket for input, EOF or errors:
+        # made once (connect first: it holds the descriptor number)
+        self.idle_poll: Callable[[float], list] | None = None
 
     def set_rcvtimeo(self, seconds: float) -> None:
         """Set ``SO_RCVTIMEO`` (0.0: none)."""
@@ -107,21 +109,26 @@ class TimedSocket(socket.socket):
         self.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL(whole, micro))
         self.rcvtimeo = seconds
 
+    def watch(self) -> None:
+        """Make ``idle_poll`` (once connected)."""
+        poller = select.poll()
+        poller.register(self, _POLL_IDLE)
+        self.idle_poll = poller.poll
+
     def readable_now(self) -> bool:
         """True when the idle connection has input (EOF, or bytes nobody asked for), or is
-        unusable; one ``poll`` system call on a poll object made once per socket."""
-        try:
-            return self.wait_readable(0.0)
-        except (OSError, ValueError):
-            return True
+        unusable: one ``poll`` system call (a closed descriptor polls as POLLNVAL)."""
+        if self.idle_poll is None:
+            self.watch()
+        assert self.idle_poll is not None
+        return bool(self.idle_poll(0))
 
     def wait_readable(self, seconds: float) -> bool:
         """Wait up to ``seconds`` (rounded up to the millisecond) for input; True if any."""
-        poller = self._poller
-        if poller is None:
-            poller = self._poller = select.poll()
-            poller.register(self, _POLL_IDLE)
-        return bool(poller.poll(-(-seconds * 1000.0 // 1)))
+        if self.idle_poll is None:
+            self.watch()
+        assert self.idle_poll is not None
+        return bool(self.idle_poll(-(-seconds * 1000.0 // 1)))
 
 
 def recv_before(sock: TimedSocket, at: float | None, size: int = RECV_CHUNK) -> bytes:

@@ -52,6 +52,8 @@ _pack_word = struct.Struct(">I").pack
 _word_from = int.from_bytes
 _DONTWAIT = socket.MSG_DONTWAIT
 _MAX_RECV = 1024 * 1024
+_RECV_CHUNK = streams.RECV_CHUNK
+_MARGIN = streams.KERNEL_TIMEOUT_MARGIN
 
 
 DEFAULT_POOL_SIZE = 16
@@ -92,7 +94,7 @@ def _has_pending_input(sock: socket.socket) -> bool:
     error).  Not used for TLS, where a TLS 1.3 session ticket can sit unread on a healthy
     connection.
     """
-    return type(sock) is streams.TimedSocket and sock.readable_now()
+    return type(sock) is streams.TimedSocket and bool(sock.idle_poll(0))  # type: ignore
 
 
 class TcpTransport:
@@ -148,8 +150,61 @@ class TcpTransport:
 
     def round_trip(self, request: bytes, deadline: Deadline) -> bytes:
         """Send one request and return its reply body (see ``Transport.round_trip``)."""
-        if not self.full_duplex:
-            return self._half_duplex_round_trip(request, deadline)
+        if self.full_duplex:
+            return self._full_duplex_round_trip(request, deadline)
+        length = len(request)
+        if length > framing.LENGTH_MASK:
+            raise ValueError("hprose frame body too large: %d bytes" % length)
+        frame = _pack_word(length) + request
+        sock = self.pool.acquire(deadline)
+        if type(sock) is not streams.TimedSocket:
+            return self._tls_half_duplex_round_trip(sock, frame, deadline)
+        # Half duplex on a plain socket: it stays blocking; one send and, for a small reply,
+        # one recv (its kernel timeout is changed only when this deadline needs a nearer one)
+        at = deadline.at
+        ok = False
+        sent = 0
+        try:
+            if at is None:
+                fast = not sock.rcvtimeo
+            else:
+                left = at - _clock()
+                if left <= 0.0:
+                    raise timed_out_unsent(self.url, deadline)
+                fast = 0.0 < sock.rcvtimeo <= left - _MARGIN
+            try:
+                sent = sock.send(frame, _DONTWAIT)
+            except BlockingIOError:
+                pass
+            if sent != len(frame):
+                sent = self._send_rest(sock, frame, sent, deadline)
+            if fast:
+                try:
+                    data = sock.recv(_RECV_CHUNK)
+                except BlockingIOError:  # its kernel timeout ended: the deadline decides
+                    data = streams.recv_before(sock, at)
+            else:
+                data = streams.recv_before(sock, at)
+            size = len(data)
+            if size > 4:
+                word = _word_from(data[:4], "big")
+                if word + 4 == size and word <= self.max_frame:
+                    ok = True
+                    return data[4:]
+            body = self._read_rest(sock, data, at)
+            ok = True
+            return body
+        except TransportError:
+            raise
+        except (OSError, EOFError, framing.OversizedFrame) as error:
+            raise call_failed(self.url, error, deadline, what="hprose TCP call") from error
+        finally:
+            if ok:
+                self.pool.release(sock)
+            else:
+                self.pool.discard(sock)
+
+    def _full_duplex_round_trip(self, request: bytes, deadline: Deadline) -> bytes:
         for _ in range(3):
             try:
                 return self._full_duplex_connection(deadline).call(request, deadline)
@@ -216,6 +271,8 @@ class TcpTransport:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.ssl_context is not None:
                     sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+                else:
+                    sock.watch()  # type: ignore[attr-defined]
                 sock.settimeout(None)
                 return sock
             except OSError as error:  # includes timeouts and ssl errors
@@ -225,47 +282,6 @@ class TcpTransport:
         raise connect_failed(self.url, last, limit) from last
 
     # --- half duplex ----------------------------------------------------------------------
-
-    def _half_duplex_round_trip(self, request: bytes, deadline: Deadline) -> bytes:
-        length = len(request)
-        if length > framing.LENGTH_MASK:
-            raise ValueError("hprose frame body too large: %d bytes" % length)
-        frame = _pack_word(length) + request
-        sock = self.pool.acquire(deadline)
-        if type(sock) is not streams.TimedSocket:
-            return self._tls_half_duplex_round_trip(sock, frame, deadline)
-        # The plain path: a blocking socket, one send and (for a small reply) one recv.
-        at = deadline.at
-        ok = False
-        sent = 0
-        try:
-            if at is not None and _clock() >= at:
-                raise timed_out_unsent(self.url, deadline)
-            try:
-                sent = sock.send(frame, _DONTWAIT)
-            except BlockingIOError:
-                pass
-            if sent != len(frame):
-                sent = self._send_rest(sock, frame, sent, deadline)
-            data = streams.recv_before(sock, at)
-            size = len(data)
-            if size > 4:
-                word = _word_from(data[:4], "big")
-                if word + 4 == size and word <= self.max_frame:
-                    ok = True
-                    return data[4:]
-            body = self._read_rest(sock, data, at)
-            ok = True
-            return body
-        except TransportError:
-            raise
-        except (OSError, EOFError, framing.OversizedFrame) as error:
-            raise call_failed(self.url, error, deadline, what="hprose TCP call") from error
-        finally:
-            if ok:
-                self.pool.release(sock)
-            else:
-                self.pool.discard(sock)
 
     def _send_rest(self, sock: socket.socket, frame: bytes, sent: int,
                    deadline: Deadline) -> int:
