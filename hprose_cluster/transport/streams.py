@@ -183,7 +183,9 @@ class SslIo:
         self._lock = threading.Lock()
         sock.setblocking(False)
 
-    def recv(self, bufsize: int) -> bytes:
+    def recv(self, bufsize: int, at: float | None = None) -> bytes:
+        """Up to ``bufsize`` bytes; with ``at`` (a ``time.monotonic()`` value) raise
+        ``TimeoutError`` once it passed with nothing received (``at=0.0``: one try)."""
         while True:
             with self._lock:
                 try:
@@ -192,7 +194,13 @@ class SslIo:
                     readable = True
                 except ssl.SSLWantWriteError:
                     readable = False
-            self._wait(readable, None)
+            if at is None:
+                self._wait(readable, None)
+                continue
+            left = at - _clock()
+            if left <= 0.0:
+                raise TimeoutError("timed out")
+            self._wait(readable, None, left)
 
     def sendall(self, data: bytes, deadline: Deadline | None = None) -> None:
         """Write all of ``data``; with a ``deadline`` raise ``SendTimeout`` when it passes
@@ -212,11 +220,14 @@ class SslIo:
                 raise SendTimeout(partial=True)
             self._wait(readable, deadline)
 
-    def _wait(self, readable: bool, deadline: Deadline | None) -> None:
+    def _wait(self, readable: bool, deadline: Deadline | None,
+              left: float | None = None) -> None:
         fd = self.sock.fileno()
         if fd < 0:
             raise OSError("TLS connection closed")
         wait = self._SLICE if deadline is None else deadline.cap(self._SLICE)
+        if left is not None and wait is not None and left < wait:
+            wait = left
         if readable:
             select.select([fd], [], [fd], wait)
         else:

@@ -205,6 +205,13 @@ class TcpTransport:
                 self.pool.discard(sock)
 
     def _full_duplex_round_trip(self, request: bytes, deadline: Deadline) -> bytes:
+        conn = self._fd_conn
+        if conn is not None and not conn.dead:
+            try:
+                return conn.call(request, deadline)
+            except DeadConnection:
+                if deadline.expired():
+                    raise timed_out_unsent(self.url, deadline) from None
         for _ in range(3):
             try:
                 return self._full_duplex_connection(deadline).call(request, deadline)
