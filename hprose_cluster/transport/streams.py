@@ -202,6 +202,11 @@ class SslIo:
                 raise TimeoutError("timed out")
             self._wait(readable, None, left)
 
+    def pending(self) -> int:
+        """Bytes OpenSSL has decrypted and not yet handed out."""
+        with self._lock:
+            return self.sock.pending()
+
     def sendall(self, data: bytes, deadline: Deadline | None = None) -> None:
         """Write all of ``data``; with a ``deadline`` raise ``SendTimeout`` when it passes
         first.  Any attempt counts as partial: OpenSSL may have written part of a record even

@@ -286,6 +286,10 @@ class TcpTransport:
                 last = error
                 sock.close()
         assert last is not None
+        if isinstance(last, TimeoutError) and limit is not None and (
+                self.connect_timeout is None or limit < self.connect_timeout):
+            # the call's deadline, not connect_timeout, ran out: a timeout (nothing was sent)
+            raise timed_out_unsent(self.url, deadline, "while connecting") from last
         raise connect_failed(self.url, last, limit) from last
 
     # --- half duplex ----------------------------------------------------------------------

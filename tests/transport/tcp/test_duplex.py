@@ -37,8 +37,8 @@ def test_no_reader_thread(server: TcpServer) -> None:
         for n in range(20):
             assert client.hello(str(n)) == "Hello %d" % n
         added = {t.name for t in set(threading.enumerate()) - before}
-    # only the in-process server's own threads (its connection and worker threads)
-    assert all("-conn-" in name or "-worker-" in name for name in added), added
+    # only the in-process server's own threads (its connection thread and watchdog)
+    assert all("-conn-" in name or "-watch-" in name for name in added), added
 
 
 def test_a_reader_that_times_out_hands_the_role_to_a_waiting_call(server: TcpServer) -> None:
