@@ -40,6 +40,7 @@ _FULL = framing.FULL_DUPLEX_BIT
 _MASK = framing.LENGTH_MASK
 _RECV_CHUNK = streams.RECV_CHUNK
 _MAX_RECV = 1024 * 1024
+_MARGIN = streams.KERNEL_TIMEOUT_MARGIN
 
 
 class DeadConnection(Exception):
@@ -109,7 +110,8 @@ class FullDuplexConnection:
                 with self._lock:
                     if self.dead:
                         raise DeadConnection()
-                    if self._pending or self._reading or not self._input_waiting():
+                    if self._pending or self._reading or not (
+                            self._input_waiting() if self.tls else self.sock.idle_poll(0)):  # type: ignore[attr-defined]
                         request_id = next(self._ids) & 0xFFFFFFFF
                         while request_id in self._pending or request_id == 0:
                             request_id = next(self._ids) & 0xFFFFFFFF
@@ -211,9 +213,11 @@ class FullDuplexConnection:
         decoder = self._decoder
         at = deadline.at
         timed_out = False
+        sock = self.sock
         try:
             while call.reply is None and call.error is None:
-                if decoder.buffered:
+                empty = not decoder.buffered
+                if not empty:
                     frame = decoder.next_frame()
                     if frame is not None:
                         self._deliver(frame.request_id, frame.body)
@@ -221,12 +225,18 @@ class FullDuplexConnection:
                     data = self._recv(at, decoder.wanted())
                 elif self.tls:
                     data = self.io.recv(_RECV_CHUNK, at)  # type: ignore[call-arg]
+                elif (not sock.rcvtimeo if at is None  # type: ignore[attr-defined]
+                      else 0.0 < sock.rcvtimeo <= at - _clock() - _MARGIN):  # type: ignore
+                    try:  # the kernel timeout set ends before the deadline: just receive
+                        data = sock.recv(_RECV_CHUNK)
+                    except BlockingIOError:
+                        data = streams.recv_before(sock, at)  # type: ignore[arg-type]
                 else:
-                    data = streams.recv_before(self.sock, at)  # type: ignore[arg-type]
+                    data = streams.recv_before(sock, at)  # type: ignore[arg-type]
                 if not data:
                     decoder.closed()
                 size = len(data)
-                if size > 8 and not decoder.buffered:
+                if size > 8 and empty:
                     # the common case: exactly one whole frame in one receive
                     word = _word_from(data[:4], "big")
                     if word & _FULL and (word & _MASK) + 8 == size \

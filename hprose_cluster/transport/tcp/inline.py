@@ -60,8 +60,10 @@ class InlineRunner:
 
     # --- on the connection's thread -------------------------------------------------------
 
-    def run(self, conn: Connection, state: TcpConnectionState, frame: framing.Frame) -> bool:
-        """Execute ``frame`` here and write its reply; False when the connection is done."""
+    def run(self, conn: Connection, state: TcpConnectionState, body: bytes,
+            request_id: int) -> bool:
+        """Execute one full-duplex request here and write its reply; False when the
+        connection is done."""
         protocol = self.protocol
         state.inline_since = _clock()
         with self._lock:
@@ -69,7 +71,7 @@ class InlineRunner:
             if self._watchdog is None:
                 self._start_watchdog()
         try:
-            reply = protocol.answer_full_duplex(conn, state, frame)
+            reply = protocol.answer_full_duplex(conn, body, request_id)
         finally:
             with state.read_lock:  # from here on no helper reads
                 state.inline_since = 0.0
@@ -161,6 +163,7 @@ class InlineRunner:
                     if not data:
                         decoder.closed()
                     decoder.feed(data)
+                    state.fed = True
                     frame = decoder.next_frame()
                     while frame is not None:
                         if frame.request_id is not None:

@@ -74,7 +74,7 @@ class TcpConnectionState:
     """
 
     __slots__ = ("conn", "io", "send_lock", "cond", "outstanding", "closed", "decoder",
-                 "read_lock", "inline_since", "helped", "failure")
+                 "read_lock", "inline_since", "helped", "fed", "failure")
 
     def __init__(self, conn: Connection, io: streams.ByteStream, max_frame: int):
         self.conn = conn
@@ -87,6 +87,7 @@ class TcpConnectionState:
         self.read_lock = threading.Lock()
         self.inline_since = 0.0  # when the full-duplex request running inline began
         self.helped = False  # a helper reads (or is about to) while a request runs inline
+        self.fed = False  # the helper fed the decoder
         self.failure: BaseException | None = None
 
 
@@ -141,10 +142,12 @@ class TcpProtocol(ConnectionHandler):
         max_frame = self.server.max_frame
         recv = state.io.recv
         decoder = state.decoder
+        inline = self.inline
         context = TcpContext(self.server, conn.peer, None)  # one per connection: nothing varies
+        empty = True  # nothing in the decoder
         while True:
             try:
-                if not decoder.buffered:
+                if empty:
                     data = recv(_RECV_CHUNK)
                     size = len(data)
                     if size > 4:
@@ -155,8 +158,16 @@ class TcpProtocol(ConnectionHandler):
                             continue
                         length = word & _MASK
                         if word & _FULL and length + 8 == size and length <= max_frame:
-                            if not self._full_duplex(conn, state, framing.Frame(
-                                    data[8:], _word_from(data[4:8], "big"))):
+                            if state.outstanding:
+                                done = not self.dispatch(conn, state, framing.Frame(
+                                    data[8:], _word_from(data[4:8], "big")))
+                            else:
+                                done = not inline.run(conn, state, data[8:],
+                                                      _word_from(data[4:8], "big"))
+                                if state.fed:  # a helper read meanwhile
+                                    state.fed = False
+                                    empty = not decoder.buffered
+                            if done:
                                 return
                             continue
                     elif not data:
@@ -170,6 +181,7 @@ class TcpProtocol(ConnectionHandler):
                         decoder.closed()
                     decoder.feed(data)
                     frame = decoder.next_frame()
+                empty = not decoder.buffered
             except framing.ConnectionClosed as closed:
                 self.closed_while_reading(state, closed)
                 return
@@ -179,8 +191,15 @@ class TcpProtocol(ConnectionHandler):
             if frame.request_id is None:
                 if not self.answer_half_duplex(conn, state, frame.body, context):
                     return
-            elif not self._full_duplex(conn, state, frame):
-                return
+            elif not empty or state.outstanding:
+                if not self.dispatch(conn, state, frame):
+                    return
+            else:
+                if not inline.run(conn, state, frame.body, frame.request_id):
+                    return
+                if state.fed:
+                    state.fed = False
+                    empty = not decoder.buffered
 
     def closed_while_reading(self, state: TcpConnectionState,
                              closed: framing.ConnectionClosed) -> None:
@@ -234,14 +253,6 @@ class TcpProtocol(ConnectionHandler):
 
     # --- full duplex ----------------------------------------------------------------------
 
-    def _full_duplex(self, conn: Connection, state: TcpConnectionState,
-                     frame: framing.Frame) -> bool:
-        """Answer a full-duplex request: here when nothing else of this connection runs or
-        waits, else on a worker.  False when the connection is finished."""
-        if not state.outstanding and not state.decoder.buffered:
-            return self.inline.run(conn, state, frame)
-        return self.dispatch(conn, state, frame)
-
     def dispatch(self, conn: Connection, state: TcpConnectionState,
                  frame: framing.Frame) -> bool:
         """Hand a full-duplex request to the worker pool (waiting while ``max_pending`` of
@@ -255,8 +266,8 @@ class TcpProtocol(ConnectionHandler):
         self.server._serving.submit(conn, self._answer_full_duplex, conn, state, frame)
         return True
 
-    def answer_full_duplex(self, conn: Connection, state: TcpConnectionState,
-                           frame: framing.Frame) -> bytes | None:
+    def answer_full_duplex(self, conn: Connection, body: bytes, request_id: int
+                           ) -> bytes | None:
         """Execute a full-duplex request; its reply frame, or None when stop() has shut the
         connection (then it is not executed)."""
         server = self.server
@@ -264,8 +275,11 @@ class TcpProtocol(ConnectionHandler):
         if not serving.request_started(conn):
             return None
         try:
-            reply = server._handle(frame.body, TcpContext(server, conn.peer, frame.request_id))
-            return framing.encode_full(reply, frame.request_id or 0)
+            reply = server._handle(body, TcpContext(server, conn.peer, request_id))
+            length = len(reply)
+            if length > _MASK:
+                raise ValueError("hprose frame body too large: %d bytes" % length)
+            return (((length | _FULL) << 32) | request_id).to_bytes(8, "big") + reply
         except BaseException:
             serving.request_finished(conn)
             raise
@@ -274,7 +288,7 @@ class TcpProtocol(ConnectionHandler):
                             frame: framing.Frame) -> None:
         """A worker's task."""
         try:
-            reply = self.answer_full_duplex(conn, state, frame)
+            reply = self.answer_full_duplex(conn, frame.body, frame.request_id or 0)
             if reply is not None:
                 try:
                     self.send(conn, reply)
