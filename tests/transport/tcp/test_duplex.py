@@ -13,7 +13,7 @@ import pytest
 from hprose_cluster.errors import CallTimeout, TransportError
 from hprose_cluster.transport.tcp import TcpClient, TcpServer
 
-from cluster_procs import wait_until
+from tests.support.cluster_procs import wait_until
 from tests.support.tcp import make_server
 
 pytestmark = pytest.mark.timeout(60)

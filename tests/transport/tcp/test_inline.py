@@ -16,7 +16,7 @@ from hprose_cluster.transport import framing
 from hprose_cluster.transport.base import decode_reply, encode_request
 from hprose_cluster.transport.tcp import TcpServer
 
-from cluster_procs import wait_until
+from tests.support.cluster_procs import wait_until
 from tests.support.tcp import make_server, our_threads
 
 pytestmark = pytest.mark.timeout(60)
