@@ -3,6 +3,11 @@
     python benchmarks/bench_cpu.py                 # the table alone, about a minute
     python benchmarks/bench_cpu.py --quick         # a smoke run
     python benchmarks/bench_cpu.py --paths floor,tcp-half --cycles 20 --json cpu.json
+    python benchmarks/bench_cpu.py --paths floor,tcp-half --baseline /tmp/before  # A/B
+
+``--baseline DIR`` also runs every chosen path of ours (not the floor, not hprose 1.4.3) on
+the hprose_cluster found in DIR (an export of an earlier commit: ``git archive REV | tar -x -C
+DIR``), as ``base:PATH``, in the same cycles: the before and after of a change from one run.
 
 Throughput on a small shared machine swings as much as its own A/A control; the CPU time each
 process accounts to itself does not, and it says which side the cost is on.  Every path below
@@ -274,18 +279,31 @@ def machine_steal() -> tuple[int, int]:
     return values[7], sum(values[:8])
 
 
-def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+BASELINE = "base:"  # a path run on the tree given with --baseline
+_baseline_dir: str | None = None
+
+
+def _info(path: str) -> tuple[str, str]:
+    """(server kind, label) of a path, ``base:`` paths included."""
+    if path.startswith(BASELINE):
+        kind, label = PATHS[path[len(BASELINE):]]
+        return BASELINE + kind, label + " [baseline]"
+    return PATHS[path]
+
+
+def _env(tree: str = REPO) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=tree + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 class _Child:
-    """A ``--serve`` or ``--client`` subprocess spoken to by lines on stdin/stdout."""
+    """A ``--serve`` or ``--client`` subprocess spoken to by lines on stdin/stdout; with
+    ``tree`` it imports hprose_cluster from there."""
 
-    def __init__(self, args: list[str], timeout: float = 30.0):
+    def __init__(self, args: list[str], timeout: float = 30.0, tree: str = REPO):
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)] + args,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True, cwd=REPO,
-                                     env=_env())
+                                     env=_env(tree))
         self.first = self.readline(timeout)
 
     def readline(self, timeout: float) -> str:
@@ -342,16 +360,18 @@ def measure(paths: list[str], cycles: int, slice_s: float, warmup_s: float = 0.3
     clients: dict[str, _Child] = {}
     try:
         for path in paths:
-            kind = PATHS[path][0]
+            kind = _info(path)[0]
+            base = path.startswith(BASELINE)
+            tree = (_baseline_dir or REPO) if base else REPO
             try:
                 if kind not in servers:
-                    servers[kind] = _Child(["--serve", kind])
+                    servers[kind] = _Child(["--serve", kind.replace(BASELINE, "")], tree=tree)
                 server = servers[kind]
                 if not server.first.startswith("READY "):
                     raise RuntimeError("server %s: %r" % (kind, server.first))
                 _, url, pid = server.first.split()
                 per_path[path]["server_pid"] = int(pid)
-                child = _Child(["--client", path, url])
+                child = _Child(["--client", path.replace(BASELINE, ""), url], tree=tree)
                 clients[path] = child
                 if child.first != "READY":
                     raise RuntimeError(child.first)
@@ -410,7 +430,10 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         entry["calls"] = sum(row["calls"])
         out[path] = entry
     for path, entry in out.items():
-        for other, name in (("floor", "x_floor"), ("hprose", "x_hprose"), ("tcp-half", "x_half")):
+        pairs = [("floor", "x_floor"), ("hprose", "x_hprose"), ("tcp-half", "x_half")]
+        if not path.startswith(BASELINE):
+            pairs.append((BASELINE + path, "x_base"))
+        for other, name in pairs:
             if other in out and other != path:
                 theirs = out[other]
                 entry[name] = {k: (entry[k][0] / theirs[k][0], statistics.median(
@@ -434,11 +457,11 @@ def markdown(results: dict[str, Any]) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for path, row in results["paths"].items():
         if path not in sums:
-            lines.append("| %s | not run: %s | | | | | | |" % (PATHS[path][1],
+            lines.append("| %s | not run: %s | | | | | | |" % (_info(path)[1],
                                                             row.get("error", "no rounds")))
             continue
         entry = sums[path]
-        cells = [PATHS[path][1]]
+        cells = [_info(path)[1]]
         for key in ("client", "server", "wall"):
             cells.append(_us(entry[key]))
             cells.append(_x(entry["x_floor"][key]) if "x_floor" in entry else "1x")
@@ -453,6 +476,11 @@ def markdown(results: dict[str, Any]) -> str:
         x = sums["tcp-full"]["x_half"]
         notes.append("TCP full duplex / half duplex (1 thread): client CPU %s, server CPU %s, "
                      "wall %s." % (_x(x["client"]), _x(x["server"]), _x(x["wall"])))
+    for path, entry in sums.items():
+        if "x_base" in entry:
+            x = entry["x_base"]
+            notes.append("%s / its baseline: client CPU %s, server CPU %s, wall %s."
+                         % (path, _x(x["client"]), _x(x["server"]), _x(x["wall"])))
     notes.append("Server CPU per call from /proc/PID/stat (utime+stime), mean over the whole "
                  "run: %s." % ", ".join("%s %.1f us" % (p, e["server_stat"] * 1e6)
                                         for p, e in sums.items()))
@@ -471,7 +499,7 @@ def rows(results: dict[str, Any]) -> list[Any]:
     sums = summarize(results)
     out = []
     for path, row in results["paths"].items():
-        label = 'hello("w"), %s' % PATHS[path][1]
+        label = 'hello("w"), %s' % _info(path)[1]
         if path not in sums:
             out.append(Row("7. CPU per call", label, "not run: %s" % row.get("error", "?")))
             continue
@@ -525,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds per path per cycle (default %.2f)" % DEFAULT_SLICE)
     parser.add_argument("--quick", action="store_true", help="8 cycles of 0.1 s")
     parser.add_argument("--json", help="also write the raw slices to this file")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also run our paths on the hprose_cluster in DIR (base:PATH)")
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.serve)
@@ -536,6 +566,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [p for p in paths if p not in PATHS]
     if unknown:
         parser.error("unknown path(s) %s; choose from %s" % (unknown, ", ".join(PATHS)))
+    if args.baseline:
+        global _baseline_dir
+        _baseline_dir = os.path.abspath(args.baseline)
+        if not os.path.isdir(os.path.join(_baseline_dir, "hprose_cluster")):
+            parser.error("no hprose_cluster package in %s" % _baseline_dir)
+        paths += [BASELINE + p for p in paths if PATHS[p][0] not in ("floor", "hprose")]
     cycles, slice_s = (8, 0.1) if args.quick else (args.cycles, args.slice)
     check_frames()
     load = os.getloadavg()[0]

@@ -9,14 +9,20 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import struct
 import threading
-from typing import Protocol
+import time
+from typing import Callable, Protocol
 
 from ..deadline import Deadline
 from .framing import Frame, FrameDecoder
 
 __all__ = ["ByteStream", "SslIo", "SendTimeout", "send_before", "FrameReader",
-           "shutdown_socket", "close_quietly", "readable_now"]
+           "TimedSocket", "recv_before", "shutdown_socket", "close_quietly", "readable_now"]
+
+_clock = time.monotonic
+_TIMEVAL = struct.Struct("@ll").pack
+_POLL_IDLE = select.POLLIN | select.POLLERR | select.POLLHUP
 
 
 class ByteStream(Protocol):
@@ -63,6 +69,102 @@ def send_before(stream: ByteStream, data: bytes, deadline: Deadline) -> None:
             raise SendTimeout(partial=len(view) < len(data))
 
 
+RECV_CHUNK = 64 * 1024
+"""What one ``recv`` asks for: a small frame, header and body, arrives in one system call."""
+
+KERNEL_TIMEOUT_MARGIN = 0.02
+"""How much earlier than a deadline a kernel receive timeout (``SO_RCVTIMEO``) is set to end.
+The kernel counts it in scheduler ticks (a 1 ms timeout ends after 10-12 ms here), so it must
+never be the last word on a deadline: the last ``2 * margin`` are waited with ``select``, to
+the millisecond, as a socket in timeout mode would."""
+
+
+class TimedSocket(socket.socket):
+    """A plain client socket kept in blocking mode, its receives bounded by a kernel timeout.
+
+    A socket in timeout mode (``settimeout``) polls before every ``send`` and ``recv``, and
+    changing the timeout per call is one more system call each time.  This one stays in
+    blocking mode: one system call per ``recv``.  ``SO_RCVTIMEO`` is changed only when the
+    call's deadline is nearer than the value set (``recv_before``); a deadline later than it
+    just means a receive may give up early and be made again.  Sends use ``MSG_DONTWAIT``
+    (``send_before``), so no send timeout is involved.
+    """
+
+    __slots__ = ("rcvtimeo", "idle_poll")
+
+    def __init__(self, family: int = -1, type: int = -1, proto: int = -1,  # noqa: A002
+                 fileno: int | None = None):
+        super().__init__(family, type, proto, fileno)
+        self.rcvtimeo = 0.0  # SO_RCVTIMEO set now, in seconds; 0.0: none, block for ever
+        # poll(milliseconds) of a poll object watching this socket for input, EOF or errors:
+        # made once (connect first: it holds the descriptor number)
+        self.idle_poll: Callable[[float], list] | None = None
+
+    def set_rcvtimeo(self, seconds: float) -> None:
+        """Set ``SO_RCVTIMEO`` (0.0: none)."""
+        whole = int(seconds)
+        micro = int((seconds - whole) * 1e6)
+        if seconds and not whole and not micro:
+            micro = 1  # 0 would mean "no timeout"
+        self.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL(whole, micro))
+        self.rcvtimeo = seconds
+
+    def watch(self) -> None:
+        """Make ``idle_poll`` (once connected)."""
+        poller = select.poll()
+        poller.register(self, _POLL_IDLE)
+        self.idle_poll = poller.poll
+
+    def readable_now(self) -> bool:
+        """True when the idle connection has input (EOF, or bytes nobody asked for), or is
+        unusable: one ``poll`` system call (a closed descriptor polls as POLLNVAL)."""
+        if self.idle_poll is None:
+            self.watch()
+        assert self.idle_poll is not None
+        return bool(self.idle_poll(0))
+
+    def wait_readable(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` (rounded up to the millisecond) for input; True if any."""
+        if self.idle_poll is None:
+            self.watch()
+        assert self.idle_poll is not None
+        return bool(self.idle_poll(-(-seconds * 1000.0 // 1)))
+
+
+def recv_before(sock: TimedSocket, at: float | None, size: int = RECV_CHUNK) -> bytes:
+    """One ``recv`` on a ``TimedSocket`` that returns by ``at`` (a ``time.monotonic()`` value;
+    None: no deadline).  Raises ``TimeoutError`` once ``at`` has passed with nothing received,
+    ``OSError`` from the socket.
+
+    Usually a single blocking ``recv``: the socket's kernel timeout is changed only when it
+    would outlast the deadline.  An early kernel timeout (the value set was for a nearer
+    deadline) just receives again.
+    """
+    while True:
+        if at is None:
+            if sock.rcvtimeo:
+                sock.set_rcvtimeo(0.0)
+        else:
+            left = at - _clock()
+            if left <= 0.0:
+                raise TimeoutError("timed out")
+            set_ = sock.rcvtimeo
+            if not set_ or set_ > left - KERNEL_TIMEOUT_MARGIN:
+                if left <= 2 * KERNEL_TIMEOUT_MARGIN:
+                    # the last stretch: wait to the millisecond, as timeout mode would
+                    if not sock.wait_readable(left):
+                        raise TimeoutError("timed out")
+                    try:
+                        return sock.recv(size, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        continue
+                sock.set_rcvtimeo(left - KERNEL_TIMEOUT_MARGIN)
+        try:
+            return sock.recv(size)
+        except BlockingIOError:  # the kernel timeout ended; the deadline decides
+            continue
+
+
 class SslIo:
     """A TLS socket that one thread may read while others write.
 
@@ -81,7 +183,9 @@ class SslIo:
         self._lock = threading.Lock()
         sock.setblocking(False)
 
-    def recv(self, bufsize: int) -> bytes:
+    def recv(self, bufsize: int, at: float | None = None) -> bytes:
+        """Up to ``bufsize`` bytes; with ``at`` (a ``time.monotonic()`` value) raise
+        ``TimeoutError`` once it passed with nothing received (``at=0.0``: one try)."""
         while True:
             with self._lock:
                 try:
@@ -90,7 +194,18 @@ class SslIo:
                     readable = True
                 except ssl.SSLWantWriteError:
                     readable = False
-            self._wait(readable, None)
+            if at is None:
+                self._wait(readable, None)
+                continue
+            left = at - _clock()
+            if left <= 0.0:
+                raise TimeoutError("timed out")
+            self._wait(readable, None, left)
+
+    def pending(self) -> int:
+        """Bytes OpenSSL has decrypted and not yet handed out."""
+        with self._lock:
+            return self.sock.pending()
 
     def sendall(self, data: bytes, deadline: Deadline | None = None) -> None:
         """Write all of ``data``; with a ``deadline`` raise ``SendTimeout`` when it passes
@@ -110,11 +225,14 @@ class SslIo:
                 raise SendTimeout(partial=True)
             self._wait(readable, deadline)
 
-    def _wait(self, readable: bool, deadline: Deadline | None) -> None:
+    def _wait(self, readable: bool, deadline: Deadline | None,
+              left: float | None = None) -> None:
         fd = self.sock.fileno()
         if fd < 0:
             raise OSError("TLS connection closed")
         wait = self._SLICE if deadline is None else deadline.cap(self._SLICE)
+        if left is not None and wait is not None and left < wait:
+            wait = left
         if readable:
             select.select([fd], [], [fd], wait)
         else:

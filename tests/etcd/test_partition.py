@@ -20,7 +20,7 @@ from hprose_cluster.embedded import EtcdCluster
 from hprose_cluster.errors import EtcdError
 from hprose_cluster.etcd import EtcdConfig, EtcdConnection
 
-from support.partition import PeerCut, partitionable_cluster, require_iptables, \
+from tests.support.partition import PeerCut, partitionable_cluster, require_iptables, \
     wait_for_majority_leader
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]

@@ -23,12 +23,14 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import struct
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
 from ...deadline import Deadline
-from ...errors import ConfigError, ConnectError, FrameError, TransportError
+from ...errors import CallTimeout, ConfigError, ConnectError, FrameError, TransportError
 from .. import framing, streams
 from ..base import BaseClient
 from ..errors import call_failed, connect_failed, timed_out_unsent
@@ -44,6 +46,14 @@ _SCHEMES = {"tcp": socket.AF_UNSPEC, "tcp4": socket.AF_INET, "tcp6": socket.AF_I
             "tcps": socket.AF_UNSPEC, "tcp4s": socket.AF_INET, "tcp6s": socket.AF_INET6,
             "tls": socket.AF_UNSPEC}
 TLS_SCHEMES = frozenset(("tcps", "tcp4s", "tcp6s", "tls"))
+
+_clock = time.monotonic
+_pack_word = struct.Struct(">I").pack
+_word_from = int.from_bytes
+_DONTWAIT = socket.MSG_DONTWAIT
+_MAX_RECV = 1024 * 1024
+_RECV_CHUNK = streams.RECV_CHUNK
+_MARGIN = streams.KERNEL_TIMEOUT_MARGIN
 
 
 DEFAULT_POOL_SIZE = 16
@@ -79,9 +89,12 @@ def parse_tcp_url(url: str) -> tuple[str, str, int, int]:
 def _has_pending_input(sock: socket.socket) -> bool:
     """True when an idle plain connection is readable: the server closed it or sent garbage.
 
-    Not used for TLS, where a TLS 1.3 session ticket can sit unread on a healthy connection.
+    Checked before every reuse (one ``poll``): a server that closed the connection while it
+    sat idle is then noticed before the request goes out (a new connection, not a ``sent``
+    error).  Not used for TLS, where a TLS 1.3 session ticket can sit unread on a healthy
+    connection.
     """
-    return not isinstance(sock, ssl.SSLSocket) and streams.readable_now(sock)
+    return type(sock) is streams.TimedSocket and bool(sock.idle_poll(0))  # type: ignore
 
 
 class TcpTransport:
@@ -137,8 +150,68 @@ class TcpTransport:
 
     def round_trip(self, request: bytes, deadline: Deadline) -> bytes:
         """Send one request and return its reply body (see ``Transport.round_trip``)."""
-        if not self.full_duplex:
-            return self._half_duplex_round_trip(request, deadline)
+        if self.full_duplex:
+            return self._full_duplex_round_trip(request, deadline)
+        length = len(request)
+        if length > framing.LENGTH_MASK:
+            raise ValueError("hprose frame body too large: %d bytes" % length)
+        frame = _pack_word(length) + request
+        sock = self.pool.acquire(deadline)
+        if type(sock) is not streams.TimedSocket:
+            return self._tls_half_duplex_round_trip(sock, frame, deadline)
+        # Half duplex on a plain socket: it stays blocking; one send and, for a small reply,
+        # one recv (its kernel timeout is changed only when this deadline needs a nearer one)
+        at = deadline.at
+        ok = False
+        sent = 0
+        try:
+            if at is None:
+                fast = not sock.rcvtimeo
+            else:
+                left = at - _clock()
+                if left <= 0.0:
+                    raise timed_out_unsent(self.url, deadline)
+                fast = 0.0 < sock.rcvtimeo <= left - _MARGIN
+            try:
+                sent = sock.send(frame, _DONTWAIT)
+            except BlockingIOError:
+                pass
+            if sent != len(frame):
+                sent = self._send_rest(sock, frame, sent, deadline)
+            if fast:
+                try:
+                    data = sock.recv(_RECV_CHUNK)
+                except BlockingIOError:  # its kernel timeout ended: the deadline decides
+                    data = streams.recv_before(sock, at)
+            else:
+                data = streams.recv_before(sock, at)
+            size = len(data)
+            if size > 4:
+                word = _word_from(data[:4], "big")
+                if word + 4 == size and word <= self.max_frame:
+                    ok = True
+                    return data[4:]
+            body = self._read_rest(sock, data, at)
+            ok = True
+            return body
+        except TransportError:
+            raise
+        except (OSError, EOFError, framing.OversizedFrame) as error:
+            raise call_failed(self.url, error, deadline, what="hprose TCP call") from error
+        finally:
+            if ok:
+                self.pool.release(sock)
+            else:
+                self.pool.discard(sock)
+
+    def _full_duplex_round_trip(self, request: bytes, deadline: Deadline) -> bytes:
+        conn = self._fd_conn
+        if conn is not None and not conn.dead:
+            try:
+                return conn.call(request, deadline)
+            except DeadConnection:
+                if deadline.expired():
+                    raise timed_out_unsent(self.url, deadline) from None
         for _ in range(3):
             try:
                 return self._full_duplex_connection(deadline).call(request, deadline)
@@ -197,7 +270,7 @@ class TcpTransport:
                                url=self.url) from error
         last: OSError | None = None
         for family, kind, proto, address in infos:
-            sock = socket.socket(family, kind, proto)
+            sock: socket.socket = streams.TimedSocket(family, kind, proto)
             try:
                 sock.settimeout(limit)
                 sock.connect(address)
@@ -205,19 +278,59 @@ class TcpTransport:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.ssl_context is not None:
                     sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+                else:
+                    sock.watch()  # type: ignore[attr-defined]
                 sock.settimeout(None)
                 return sock
             except OSError as error:  # includes timeouts and ssl errors
                 last = error
                 sock.close()
         assert last is not None
+        if isinstance(last, TimeoutError) and limit is not None and (
+                self.connect_timeout is None or limit < self.connect_timeout):
+            # the call's deadline, not connect_timeout, ran out: a timeout (nothing was sent)
+            raise timed_out_unsent(self.url, deadline, "while connecting") from last
         raise connect_failed(self.url, last, limit) from last
 
     # --- half duplex ----------------------------------------------------------------------
 
-    def _half_duplex_round_trip(self, request: bytes, deadline: Deadline) -> bytes:
-        frame = framing.encode_half(request)
-        sock = self.pool.acquire(deadline)
+    def _send_rest(self, sock: socket.socket, frame: bytes, sent: int,
+                   deadline: Deadline) -> int:
+        """The rest of a frame that one non-blocking send did not take, before the deadline;
+        returns how much went out (all of it)."""
+        try:
+            streams.send_before(sock, memoryview(frame)[sent:], deadline)
+        except streams.SendTimeout as late:
+            if not sent and not late.partial:
+                raise timed_out_unsent(self.url, deadline, "while sending (the server is not "
+                                       "reading)") from None
+            raise CallTimeout("hprose TCP call to %s timed out after %s while sending (the "
+                              "server is not reading)" % (self.url, deadline.describe()),
+                              url=self.url, sent=True) from None
+        return len(frame)
+
+    def _read_rest(self, sock: streams.TimedSocket, data: bytes, at: float | None) -> bytes:
+        """The reply when the first receive did not hold exactly one whole frame."""
+        decoder = framing.FrameDecoder(self.max_frame)
+        while True:
+            if not data:
+                decoder.closed()
+            decoder.feed(data)
+            reply = decoder.next_frame()
+            if reply is not None:
+                break
+            want = decoder.wanted()
+            data = streams.recv_before(sock, at, max(streams.RECV_CHUNK,
+                                                     min(want, _MAX_RECV)))
+        if reply.request_id is not None or decoder.buffered:
+            raise FrameError("hprose TCP server %s answered a half-duplex request with a "
+                             "full-duplex frame or extra bytes" % self.url, url=self.url)
+        return reply.body
+
+    def _tls_half_duplex_round_trip(self, sock: socket.socket, frame: bytes,
+                                    deadline: Deadline) -> bytes:
+        """The same over TLS, where the socket keeps Python's timeout mode (OpenSSL reads
+        and writes records of its own)."""
         ok = False
         try:
             try:

@@ -1,9 +1,17 @@
 """The full-duplex hprose TCP connection: many calls in flight on one socket.
 
-Callers send frames with a request id under a send lock; one reader thread matches each reply
-to its caller by id, in whatever order replies come.  When the connection breaks, every call
-still waiting on it fails with the same error and the connection is marked dead; the
-transport then opens a new one for the next call.
+Callers send frames with a request id under a send lock, and the callers themselves read the
+replies (leader/follower): whichever waiting caller holds the *reader role* reads frames,
+hands other callers' replies to them (waking them), and passes the role on once its own reply
+is in.  With one calling thread that is one send and one receive in the caller, as in half
+duplex, instead of two thread crossings per call through a reader thread; with many, one
+wake-up per reply, as before.
+
+Nobody reads while no call is pending, so a call that finds the connection idle first looks
+(one ``poll``) for what may have come meanwhile: a late reply of a call that timed out (read
+and dropped), or the server's close, which makes the connection dead before anything is sent
+(``DeadConnection``: the transport retries on a new one).  When the connection breaks, every
+call still waiting on it fails with the same error and the connection is dead.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 
 from ...deadline import Deadline
 from ...errors import CallTimeout, FrameError, TransportError
@@ -24,45 +33,60 @@ logger = logging.getLogger("hprose_cluster.transport.tcp")
 
 __all__ = ["DeadConnection", "FullDuplexConnection"]
 
+_clock = time.monotonic
+_word_from = int.from_bytes
+_new_lock = threading.Lock
+_DONTWAIT = socket.MSG_DONTWAIT
+_FULL = framing.FULL_DUPLEX_BIT
+_MASK = framing.LENGTH_MASK
+_RECV_CHUNK = streams.RECV_CHUNK
+_MAX_RECV = 1024 * 1024
+_MARGIN = streams.KERNEL_TIMEOUT_MARGIN
+
 
 class DeadConnection(Exception):
     """The shared connection died before this call was sent: open a new one and retry."""
 
 
 class _PendingCall:
-    """One full-duplex call waiting for its reply."""
+    """One full-duplex call waiting for its reply.  ``waker``: a held lock its thread sleeps
+    on while another thread has the reader role; released once, by whoever hands it its
+    reply, its error, or the reader role."""
 
-    __slots__ = ("event", "reply", "error")
+    __slots__ = ("reply", "error", "waker")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
         self.reply: bytes | None = None
         self.error: TransportError | None = None
+        self.waker: threading.Lock | None = None
 
 
 class FullDuplexConnection:
-    """One shared connection: callers send frames under a lock, a reader thread matches replies.
+    """One shared connection; see the module docstring.
 
-    When the connection breaks every call still waiting on it fails with the same error and the
-    connection is marked dead; the transport then opens a new one for the next call.
+    Only a thread holding the reader role reads the socket and only one holding the send lock
+    writes it; the socket is closed once the connection is dead and neither is held (the last
+    thread out closes it), so no descriptor is ever closed under a thread using it.
     """
 
     def __init__(self, sock: socket.socket, url: str, max_frame: int):
         self.sock = sock
-        # a TLS socket is read by the reader thread while callers write: see streams.SslIo
-        self.io: streams.ByteStream = \
-            streams.SslIo(sock) if isinstance(sock, ssl.SSLSocket) else sock
+        # a TLS socket is read by one caller while others write: see streams.SslIo
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.io: streams.ByteStream = streams.SslIo(sock) if self.tls else sock  # type: ignore
         self.url = url
         self.max_frame = max_frame
         self.dead = False
         self.retiring = False  # close as soon as no call is pending
+        self._closed = False
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._pending: dict[int, _PendingCall] = {}
         self._ids = itertools.count(1)
-        self._reader = threading.Thread(
-            target=self._read_loop, name="hprose-cluster-tcp-reader-%s" % url, daemon=True)
-        self._reader.start()
+        self._reading = False  # some thread holds the reader role
+        self._decoder = framing.FrameDecoder(max_frame)
+
+    # --- one call ------------------------------------------------------------------------
 
     def call(self, request: bytes, deadline: Deadline) -> bytes:
         """Send ``request`` and wait for its reply, both within ``deadline``.
@@ -71,27 +95,100 @@ class FullDuplexConnection:
         abandoned by the caller ahead of it fails it as never sent (``DeadConnection``: the
         transport retries on a new connection), not as a request that may have run.
         """
+        length = len(request)
+        if length > _MASK:
+            raise ValueError("hprose frame body too large: %d bytes" % length)
+        send_lock = self._send_lock
+        if not send_lock.acquire(False):
+            remaining = deadline.remaining()
+            if not send_lock.acquire(timeout=-1 if remaining is None else remaining):
+                raise CallTimeout("hprose TCP call to %s timed out after %s waiting to send "
+                                  "(the server is not reading)"
+                                  % (self.url, deadline.describe()), url=self.url, sent=False)
         call = _PendingCall()
-        remaining = deadline.remaining()
-        if not self._send_lock.acquire(timeout=-1 if remaining is None else remaining):
-            raise CallTimeout("hprose TCP call to %s timed out after %s waiting to send (the "
-                              "server is not reading)" % (self.url, deadline.describe()),
-                              url=self.url, sent=False)
         try:
+            while True:
+                with self._lock:
+                    if self.dead:
+                        raise DeadConnection()
+                    if self._pending or self._reading or not (
+                            self._input_waiting() if self.tls else self.sock.idle_poll(0)):  # type: ignore[attr-defined]
+                        request_id = next(self._ids) & 0xFFFFFFFF
+                        while request_id in self._pending or request_id == 0:
+                            request_id = next(self._ids) & 0xFFFFFFFF
+                        self._pending[request_id] = call
+                        break
+                    self._reading = True  # idle, and something came: look at it first
+                self._read_idle_input()
+            frame = (((length | _FULL) << 32) | request_id).to_bytes(8, "big") + request
+            sent = 0
+            if not self.tls:
+                try:
+                    sent = self.sock.send(frame, _DONTWAIT)
+                except BlockingIOError:
+                    pass
+                except OSError as error:
+                    sent = len(frame)  # no more to write: the call fails below
+                    self._fail(TransportError(
+                        "hprose TCP call to %s failed while sending: %s" % (self.url, error),
+                        url=self.url, sent=True), error)
+            if sent != len(frame):
+                self._send_rest(frame, sent, request_id, deadline)
+        finally:
+            send_lock.release()
+            if self.dead:
+                self._close_if_unused()
+        # the reply: read it ourselves while nobody else reads, else sleep until the reader
+        # hands it over (or hands over the reader role)
+        while True:
             with self._lock:
-                if self.dead:
-                    raise DeadConnection()
-                request_id = next(self._ids) & 0xFFFFFFFF
-                while request_id in self._pending or request_id == 0:
-                    request_id = next(self._ids) & 0xFFFFFFFF
-                self._pending[request_id] = call
-            # within the deadline, so that a server that stops reading cannot hold this caller,
-            # or those queued behind it on the send lock, past their timeouts
-            streams.send_before(self.io, framing.encode_full(request, request_id), deadline)
+                if call.reply is None and call.error is None:
+                    if not self._reading:
+                        self._reading = True
+                        waker = None
+                    else:
+                        waker = call.waker = _new_lock()
+                        waker.acquire()
+            if call.reply is not None or call.error is not None:
+                break
+            if waker is None:
+                self._lead(call, request_id, deadline)
+                continue
+            remaining = deadline.remaining()
+            if not waker.acquire(timeout=-1 if remaining is None else remaining):
+                with self._lock:
+                    if call.waker is waker:  # nobody is about to wake us: our time is up
+                        call.waker = None
+                        if call.reply is None and call.error is None:
+                            self._pending.pop(request_id, None)
+                            raise self._timed_out(deadline)
+        if call.error is not None:
+            # one error object is shared by every call the broken connection failed: raise a
+            # copy per caller so that concurrent raises do not mix their tracebacks
+            failure = call.error
+            raise type(failure)(str(failure), url=failure.url,
+                                sent=failure.sent) from failure.__cause__
+        if self.retiring and not self._pending:
+            self.retire()
+        return call.reply  # type: ignore[return-value]
+
+    def _input_waiting(self) -> bool:
+        """Something to read on the idle connection (or it is unusable)?  One poll."""
+        if self.tls:
+            return bool(self.sock.pending()) or streams.readable_now(self.sock)  # type: ignore
+        return bool(self.sock.idle_poll(0))  # type: ignore[attr-defined]
+
+    def _send_rest(self, frame: bytes, sent: int, request_id: int, deadline: Deadline) -> None:
+        """Write what one non-blocking send did not (under the send lock), within the
+        deadline, so that a server that stops reading cannot hold this caller, or those
+        queued behind it, past their time."""
+        try:
+            streams.send_before(self.io, memoryview(frame)[sent:] if sent else frame,
+                                deadline)
         except streams.SendTimeout as late:
             with self._lock:
                 self._pending.pop(request_id, None)
-            if late.partial:  # a frame cut short would corrupt every later one
+            if late.partial or sent:  # a frame cut short would corrupt every later one
                 self._fail(TransportError("hprose TCP connection to %s abandoned: a request "
                                           "could not be sent in time" % self.url,
                                           url=self.url, sent=True), None)
@@ -103,41 +200,59 @@ class FullDuplexConnection:
             self._fail(TransportError(
                 "hprose TCP call to %s failed while sending: %s" % (self.url, error),
                 url=self.url, sent=True), error)
-        finally:
-            self._send_lock.release()
-        if not call.event.wait(deadline.remaining()):
-            with self._lock:
-                self._pending.pop(request_id, None)
-            if not call.event.is_set():
-                raise CallTimeout("hprose TCP call to %s timed out after %s"
-                                  % (self.url, deadline.describe()), url=self.url)
-        if call.error is not None:
-            # one error object is shared by every call the broken connection failed: raise a
-            # copy per caller so that concurrent raises do not mix their tracebacks
-            failure = call.error
-            raise type(failure)(str(failure), url=failure.url,
-                                sent=failure.sent) from failure.__cause__
-        assert call.reply is not None
-        return call.reply
 
-    def _read_loop(self) -> None:
-        reader = streams.FrameReader(self.io, self.max_frame)
+    def _timed_out(self, deadline: Deadline) -> CallTimeout:
+        return CallTimeout("hprose TCP call to %s timed out after %s"
+                           % (self.url, deadline.describe()), url=self.url)
+
+    # --- the reader role -----------------------------------------------------------------
+
+    def _lead(self, call: _PendingCall, request_id: int, deadline: Deadline) -> None:
+        """Holding the reader role: read frames until ``call`` has its reply, the deadline
+        passes (CallTimeout) or the connection breaks (``call.error``); then pass the role
+        on to a waiting caller."""
+        decoder = self._decoder
+        at = deadline.at
+        timed_out = False
+        sock = self.sock
         try:
-            while True:
-                frame = reader.read_frame()
-                if frame.request_id is None:
-                    raise FrameError(
-                        "hprose TCP server %s answered a full-duplex request with a half-duplex "
-                        "frame" % self.url, url=self.url)
-                with self._lock:
-                    call = self._pending.pop(frame.request_id, None)
-                if call is None:  # its caller timed out; the late reply is dropped
-                    logger.debug("dropping late reply %d from %s", frame.request_id, self.url)
-                    continue
-                call.reply = frame.body
-                call.event.set()
-                if self.retiring and not self._pending:
-                    self.retire()
+            while call.reply is None and call.error is None:
+                empty = not decoder.buffered
+                if not empty:
+                    frame = decoder.next_frame()
+                    if frame is not None:
+                        self._deliver(frame.request_id, frame.body)
+                        continue
+                    data = self._recv(at, decoder.wanted())
+                elif self.tls:
+                    data = self.io.recv(_RECV_CHUNK, at)  # type: ignore[call-arg]
+                elif (not sock.rcvtimeo if at is None  # type: ignore[attr-defined]
+                      else 0.0 < sock.rcvtimeo <= at - _clock() - _MARGIN):  # type: ignore
+                    try:  # the kernel timeout set ends before the deadline: just receive
+                        data = sock.recv(_RECV_CHUNK)
+                    except BlockingIOError:
+                        data = streams.recv_before(sock, at)  # type: ignore[arg-type]
+                else:
+                    data = streams.recv_before(sock, at)  # type: ignore[arg-type]
+                if not data:
+                    decoder.closed()
+                size = len(data)
+                if size > 8 and empty:
+                    # the common case: exactly one whole frame in one receive
+                    word = _word_from(data[:4], "big")
+                    if word & _FULL and (word & _MASK) + 8 == size \
+                            and (word & _MASK) <= self.max_frame:
+                        got = _word_from(data[4:8], "big")
+                        if got != request_id:
+                            self._deliver(got, data[8:])
+                            continue
+                        with self._lock:
+                            if self._pending.pop(got, None) is call:
+                                call.reply = data[8:]
+                        continue
+                decoder.feed(data)
+        except TimeoutError:
+            timed_out = True
         except framing.OversizedFrame as error:
             self._fail(oversized_reply(self.url, error), error)
         except FrameError as error:
@@ -147,27 +262,126 @@ class FullDuplexConnection:
             self._fail(TransportError("hprose TCP connection to %s broke: %s" % (self.url, reason),
                                       url=self.url, sent=True), error)
         finally:
-            # Only this thread closes the socket, and not while a caller is in send(): a
-            # socket closed under another thread fails it with EBADF.  _fail() shut it down,
-            # which ends any send in progress.
-            with self._send_lock:
-                close_quietly(self.sock)
+            with self._lock:
+                self._reading = False
+                waker = self._pending and self._waiting_follower()
+            if waker:
+                waker.release()
+            elif self.dead:
+                self._close_if_unused()
+        if timed_out:
+            with self._lock:
+                self._pending.pop(request_id, None)
+                done = call.reply is not None or call.error is not None
+            if not done:
+                raise self._timed_out(deadline)
+
+    def _recv(self, at: float | None, want: int) -> bytes:
+        size = _RECV_CHUNK if want < _RECV_CHUNK else min(want, _MAX_RECV)
+        if self.tls:
+            return self.io.recv(size, at)  # type: ignore[call-arg]
+        return streams.recv_before(self.sock, at, size)  # type: ignore[arg-type]
+
+    def _deliver(self, request_id: int | None, body: bytes) -> None:
+        """A reply came in: hand it to its call (waking its thread), or drop it (late)."""
+        if request_id is None:
+            raise FrameError("hprose TCP server %s answered a full-duplex request with a "
+                             "half-duplex frame" % self.url, url=self.url)
+        with self._lock:
+            call = self._pending.pop(request_id, None)
+            if call is None:  # its caller timed out; the late reply is dropped
+                logger.debug("dropping late reply %d from %s", request_id, self.url)
+                return
+            call.reply = body
+            waker, call.waker = call.waker, None
+        if waker is not None:
+            waker.release()
+
+    def _waiting_follower(self) -> threading.Lock | None:
+        """(Under the lock.)  The waker of a caller sleeping on its reply, taken: whoever
+        releases it hands that caller the reader role."""
+        for pending in self._pending.values():
+            waker = pending.waker
+            if waker is not None:
+                pending.waker = None
+                return waker
+        return None
+
+    def _pass_role(self) -> None:
+        """Give up the reader role: to a caller sleeping on its reply, if there is one."""
+        with self._lock:
+            self._reading = False
+            waker = self._waiting_follower()
+        if waker is not None:
+            waker.release()
+        elif self.dead:
+            self._close_if_unused()
+
+    def _read_idle_input(self) -> None:
+        """The connection was idle (reader role held for this): read without waiting what
+        came meanwhile.  A late reply is dropped; the server's close or garbage makes the
+        connection dead (nothing was sent yet)."""
+        try:
+            if self.tls:
+                data = self.io.recv(_RECV_CHUNK, 0.0)  # type: ignore[call-arg]
+            else:
+                data = self.sock.recv(_RECV_CHUNK, _DONTWAIT)
+            while True:
+                if not data:
+                    self._decoder.closed()
+                self._decoder.feed(data)
+                frame = self._decoder.next_frame()
+                while frame is not None:
+                    self._deliver(frame.request_id, frame.body)
+                    frame = self._decoder.next_frame()
+                if self.tls:
+                    data = self.io.recv(_RECV_CHUNK, 0.0)  # type: ignore[call-arg]
+                else:
+                    data = self.sock.recv(_RECV_CHUNK, _DONTWAIT)
+        except (BlockingIOError, TimeoutError):
+            pass  # all read
+        except framing.OversizedFrame as error:
+            self._fail(FrameError("hprose TCP reply from %s refused: %s" % (self.url, error),
+                                  url=self.url), error)
+        except FrameError as error:
+            self._fail(error, None)
+        except (OSError, EOFError) as error:
+            self._fail(TransportError("hprose TCP connection to %s closed while idle: %s"
+                                      % (self.url, error), url=self.url, sent=False), error)
+        finally:
+            self._pass_role()
+
+    # --- failing and closing ---------------------------------------------------------------
 
     def _fail(self, error: TransportError, cause: BaseException | None) -> None:
-        """Mark dead, shut the socket down (the reader thread closes it), and fail every
-        waiting call with ``error``."""
+        """Mark dead, shut the socket down (the last thread using it closes it), and fail
+        every waiting call with ``error``."""
         if cause is not None:
             error.__cause__ = cause
         with self._lock:
             first = not self.dead
             self.dead = True
             pending, self._pending = self._pending, {}
+            wakers = []
+            for call in pending.values():
+                call.error = error
+                if call.waker is not None:
+                    wakers.append(call.waker)
+                    call.waker = None
         if first and not isinstance(cause, EOFError):
             logger.debug("%s", error)
         streams.shutdown_socket(self.sock)
-        for call in pending.values():
-            call.error = error
-            call.event.set()
+        for waker in wakers:
+            waker.release()
+        self._close_if_unused()
+
+    def _close_if_unused(self) -> None:
+        """Close the socket of a dead connection once no thread reads or writes it."""
+        with self._lock:
+            if not self.dead or self._closed or self._reading or self._send_lock.locked():
+                return
+            self._closed = True
+        close_quietly(self.sock)
 
     def retire(self) -> None:
         """Close once no call is pending (now, if none is).  A call arriving afterwards is
@@ -177,10 +391,9 @@ class FullDuplexConnection:
             if self._pending or self.dead:
                 return
             self.dead = True
-        streams.shutdown_socket(self.sock)  # the reader thread ends and closes it
+        streams.shutdown_socket(self.sock)
+        self._close_if_unused()
 
     def close(self) -> None:
         self._fail(TransportError("hprose TCP connection to %s was closed by the client"
                                   % self.url, url=self.url, sent=True), None)
-        if self._reader is not threading.current_thread():
-            self._reader.join()

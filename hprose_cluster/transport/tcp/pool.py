@@ -61,25 +61,25 @@ class ConnectionPool:
 
     def acquire(self, deadline: Deadline) -> socket.socket:
         """A connection for one call: an idle one, a new one, or the next one released."""
-        stale: list[socket.socket] = []
-        waiter = None
-        try:
+        while True:
             with self._lock:
-                if not self._waiters:
-                    while self._idle:
-                        sock = self._idle.pop()
-                        if not self._is_stale(sock):
-                            return sock
-                        self._open.discard(sock)
-                        stale.append(sock)
-                if not self._waiters and len(self._open) + self._connecting < self.size:
-                    self._connecting += 1
-                else:
+                if self._waiters:
                     waiter = _Waiter()
                     self._waiters.append(waiter)
-        finally:
-            for sock in stale:
-                close_quietly(sock)
+                    break
+                if not self._idle:
+                    if len(self._open) + self._connecting < self.size:
+                        self._connecting += 1
+                        waiter = None
+                    else:
+                        waiter = _Waiter()
+                        self._waiters.append(waiter)
+                    break
+                sock = self._idle.pop()
+            # the staleness check (a poll) runs outside the lock: the socket is ours now
+            if not self._is_stale(sock):
+                return sock
+            self.discard(sock)
         if waiter is not None:
             handed = self._wait(waiter, deadline)
             if handed is not None:

@@ -2,8 +2,8 @@
 
 The server decides the mode per frame, as the Go server does (``transport.framing``): a
 half-duplex request is executed on its connection's thread, so that connection's requests are
-answered one at a time, in order (what a Go client expects); a full-duplex request goes to the
-lifecycle's bounded worker pool and is answered with its id when done, possibly out of order.
+answered one at a time, in order (what a Go client expects); a full-duplex request is answered
+with its id when done, possibly out of order (``protocol.py`` says on which thread).
 
 TLS: give ``ssl_context`` (the lifecycle does the handshake).  A TLS connection that is read
 and written by different threads goes through ``streams.SslIo``.
@@ -15,178 +15,25 @@ import ipaddress
 import logging
 import socket
 import ssl
-import threading
-from typing import Any, Callable
+from typing import Callable
 
 
 from ... import compat
-from ...deadline import Deadline
 from ...errors import ConfigError
 from ...service import Service
-from .. import framing, streams
-from ..connection import Connection, ConnectionHandler
+from .. import framing
+from ..connection import Connection
 from ..listen import server_url
 from ..server_base import ServerBase
 from ..serving import Serving
+from .inline import InlineRunner
+from .protocol import TcpContext, TcpProtocol
 
 compat.apply()
 
 logger = logging.getLogger("hprose_cluster.transport.tcp")
 
 __all__ = ["TcpServer", "TcpContext"]
-
-
-class TcpContext:
-    """The ``context`` hprose hands to filters, events and functions taking ``context``."""
-
-    __slots__ = ("server", "peer", "request_id")
-
-    def __init__(self, server: "TcpServer", peer: Any, request_id: int | None):
-        self.server = server
-        self.peer = peer
-        self.request_id = request_id  # None for a half-duplex request
-
-    def __repr__(self) -> str:
-        return "TcpContext(peer=%r, request_id=%r)" % (self.peer, self.request_id)
-
-
-class _TcpConnection:
-    """The TCP protocol's state for one connection (``Connection.protocol``): the stream
-    replies are written to, its write lock, and the count of full-duplex requests queued."""
-
-    __slots__ = ("io", "send_lock", "cond", "outstanding", "closed")
-
-    def __init__(self, io: streams.ByteStream):
-        self.io = io
-        self.send_lock = threading.Lock()
-        self.cond = threading.Condition()
-        self.outstanding = 0
-        self.closed = False
-
-
-class _TcpProtocol(ConnectionHandler):
-    """How the lifecycle's connections speak hprose TCP."""
-
-    def __init__(self, server: "TcpServer"):
-        self.server = server
-
-    def serve_connection(self, conn: Connection) -> None:
-        sock = conn.sock
-        if isinstance(sock, ssl.SSLSocket):
-            state = _TcpConnection(streams.SslIo(sock))
-        else:
-            sock.settimeout(None)
-            state = _TcpConnection(sock)
-        conn.protocol = state
-        try:
-            self._read_requests(conn, state)
-        except (ssl.SSLError, OSError) as error:
-            if not state.closed and not conn.shut:
-                logger.debug("hprose TCP connection from %s: %s", conn.peer, error)
-        finally:
-            with state.cond:  # let full-duplex replies of this connection go out first
-                state.cond.wait_for(lambda: state.outstanding == 0 or state.closed)
-
-    def quiesce(self, conn: Connection) -> None:
-        """No new requests; replies still go out."""
-        try:
-            socket.socket.shutdown(conn.sock, socket.SHUT_RD)
-        except (OSError, ValueError):
-            pass
-
-    def abandon(self, conn: Connection) -> None:
-        self._close(conn)
-
-    def _close(self, conn: Connection) -> None:
-        state: _TcpConnection | None = conn.protocol
-        if state is not None:
-            with state.cond:
-                state.closed = True
-                state.cond.notify_all()
-        self.server._serving.shut(conn)
-
-    def send(self, conn: Connection, data: bytes) -> bool:
-        """Write one reply; False when the connection is no longer usable.
-
-        A client that stops reading its replies would otherwise hold the writing thread (and,
-        through the send lock, every worker answering it) for ever: after ``send_timeout``
-        the connection is closed instead.
-        """
-        state: _TcpConnection = conn.protocol
-        send_timeout = self.server.send_timeout
-        deadline = Deadline(send_timeout)
-        try:
-            if not state.send_lock.acquire(timeout=-1.0 if send_timeout is None
-                                           else send_timeout):
-                raise streams.SendTimeout(partial=False)
-            try:
-                streams.send_before(state.io, data, deadline)
-            finally:
-                state.send_lock.release()
-            return True
-        except streams.SendTimeout:
-            if not state.closed:
-                logger.warning("closing hprose TCP connection from %s: it read no reply for "
-                               "%.3g s", conn.peer, send_timeout)
-            self._close(conn)
-            return False
-        except OSError as error:
-            logger.debug("cannot answer %s: %s", conn.peer, error)
-            return False
-
-    def _read_requests(self, conn: Connection, state: _TcpConnection) -> None:
-        server = self.server
-        serving = server._serving
-        reader = streams.FrameReader(state.io, server.max_frame)
-        while True:
-            try:
-                frame = reader.read_frame()
-            except framing.ConnectionClosed as closed:
-                if not closed.clean and not state.closed and not conn.shut:
-                    logger.warning("hprose TCP connection from %s closed in the middle of a "
-                                   "frame", conn.peer)
-                return
-            except framing.OversizedFrame as error:
-                logger.error("hprose TCP server %s: closing connection from %s: %s",
-                             server.url, conn.peer, error)
-                return
-            if frame.request_id is None:
-                # A request counts as in flight from its execution until its reply is
-                # written, so stop() never closes a connection between the two.
-                if not serving.request_started(conn):
-                    return
-                try:
-                    reply = server._handle(frame.body, TcpContext(server, conn.peer, None))
-                    sent = self.send(conn, framing.encode_half(reply))
-                finally:
-                    serving.request_finished(conn)
-                if not sent:
-                    return
-                continue
-            with state.cond:
-                state.cond.wait_for(
-                    lambda: state.outstanding < server._max_pending or state.closed)
-                if state.closed:
-                    return
-                state.outstanding += 1
-            serving.submit(conn, self._answer_full_duplex, conn, state, frame)
-
-    def _answer_full_duplex(self, conn: Connection, state: _TcpConnection,
-                            frame: framing.Frame) -> None:
-        server = self.server
-        serving = server._serving
-        try:
-            if serving.request_started(conn):
-                try:
-                    reply = server._handle(frame.body,
-                                           TcpContext(server, conn.peer, frame.request_id))
-                    self.send(conn, framing.encode_full(reply, frame.request_id or 0))
-                finally:
-                    serving.request_finished(conn)
-        finally:
-            with state.cond:
-                state.outstanding -= 1
-                state.cond.notify_all()
 
 
 class TcpServer(ServerBase, Service):
@@ -233,7 +80,9 @@ class TcpServer(ServerBase, Service):
         self.ssl_context = ssl_context
         self.send_timeout = send_timeout
         self._max_pending = max(1, int(max_pending))
-        self._protocol = _TcpProtocol(self)
+        self._inline = InlineRunner(kind)
+        self._protocol = TcpProtocol(self, self._inline)
+        self._inline.protocol = self._protocol
         self._serving = Serving(
             self._protocol, host=host, port=port, family=family or socket.AF_UNSPEC,
             kind=kind, log=logger, ssl_context=ssl_context, handshake_timeout=10.0,
@@ -264,5 +113,9 @@ class TcpServer(ServerBase, Service):
 
     def close_connection(self, conn: Connection) -> None:
         """Drop one connection now (its calls in flight fail on the client)."""
-        self._protocol._close(conn)
+        self._protocol.close(conn)
+
+    def stop(self, drain_timeout: float = 10.0) -> None:
+        super().stop(drain_timeout)
+        self._inline.join(1.0)
 

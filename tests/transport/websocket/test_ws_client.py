@@ -21,7 +21,7 @@ from hprose.io import HproseReader, HproseWriter
 from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, FrameError, \
     TransportError
 from hprose_cluster.transport.websocket import DRAIN_CLOSE, WebSocketClient, WebSocketTransport
-from support.rawws import (GO_REPLIES, GO_REQUEST_PAYLOADS, RawServer, frame, read_frame,
+from tests.support.rawws import (GO_REPLIES, GO_REQUEST_PAYLOADS, RawServer, frame, read_frame,
                            read_message)
 
 pytestmark = pytest.mark.timeout(60)

@@ -22,7 +22,7 @@ import pytest
 
 from hprose_cluster.errors import ConnectError
 from hprose_cluster.transport.websocket import WebSocketClient, WebSocketServer
-from support.rawws import (GO_ACCEPT, GO_REPLIES, GO_REQUESTS, client_frame,
+from tests.support.rawws import (GO_ACCEPT, GO_REPLIES, GO_REQUESTS, client_frame,
                            raw_client, read_frame, read_message)
 
 pytestmark = pytest.mark.timeout(60)
