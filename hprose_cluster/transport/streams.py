@@ -30,7 +30,7 @@ class ByteStream(Protocol):
 
     def recv(self, bufsize: int) -> bytes: ...
 
-    def sendall(self, data: bytes) -> None: ...
+    def sendall(self, data: bytes | memoryview) -> None: ...
 
 
 class SendTimeout(Exception):
@@ -44,7 +44,7 @@ class SendTimeout(Exception):
         self.partial = partial
 
 
-def send_before(stream: ByteStream, data: bytes, deadline: Deadline) -> None:
+def send_before(stream: ByteStream, data: bytes | memoryview, deadline: Deadline) -> None:
     """Write all of ``data`` to a plain socket or an ``SslIo`` before ``deadline``.
     Raises ``SendTimeout``; ``OSError`` from the socket."""
     if isinstance(stream, SslIo):
@@ -207,7 +207,7 @@ class SslIo:
         with self._lock:
             return self.sock.pending()
 
-    def sendall(self, data: bytes, deadline: Deadline | None = None) -> None:
+    def sendall(self, data: bytes | memoryview, deadline: Deadline | None = None) -> None:
         """Write all of ``data``; with a ``deadline`` raise ``SendTimeout`` when it passes
         first.  Any attempt counts as partial: OpenSSL may have written part of a record even
         when it reports that it wants to write more."""
