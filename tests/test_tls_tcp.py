@@ -15,7 +15,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.support.certs import Pki, make_pki
+from tests.support import certs
+from tests.support.certs import Pki, make_pki, server_context
 from tests.support.cluster_procs import has_ipv6_loopback
 from hprose_cluster import ClusterClient, ConnectError, FailoverPolicy, NoServerAvailable
 from hprose_cluster.demo import make_server
@@ -32,14 +33,8 @@ def pki(tmp_path: Path) -> Pki:
     return make_pki(tmp_path / "pki")
 
 
-def server_context(pki: Pki) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki.server.cert, pki.server.key)
-    return context
-
-
 def client_context(pki: Pki) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(pki.ca))
+    return certs.client_context(pki.ca)
 
 
 @pytest.fixture

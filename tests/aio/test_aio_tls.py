@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.certs import Pki, make_pki
+from tests.support.certs import Pki, client_context, make_pki, server_context
 from hprose_cluster import (AsyncClusterClient, ConnectError, FailoverPolicy, NoServerAvailable,
                             TransportError)
 from hprose_cluster.demo import make_server
@@ -23,21 +23,6 @@ NO_WAIT = FailoverPolicy(wait_for_server=0)
 def pki(tmp_path: Path) -> Pki:
     return make_pki(tmp_path / "pki")
 
-
-def server_context(pki: Pki, require_client_cert: bool = False) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki.server.cert, pki.server.key)
-    if require_client_cert:
-        context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(pki.ca)
-    return context
-
-
-def client_context(ca: Path, cert: Any = None) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(ca))
-    if cert is not None:
-        context.load_cert_chain(cert.cert, cert.key)
-    return context
 
 
 @pytest.fixture

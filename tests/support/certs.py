@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -122,3 +124,22 @@ def make_pki(folder: Path, client_name: str = "client") -> Pki:
     return Pki(ca=ca.ca_file,
                    server=ca.issue("server", "localhost", server=True, client=True),
                    client=ca.issue("client", client_name, server=False, client=True))
+
+
+def server_context(pki: Pki, require_client_cert: bool = False) -> ssl.SSLContext:
+    """A TLS server context with the PKI's server certificate (and, when asked, one that
+    requires a client certificate signed by its CA)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server.cert, pki.server.key)
+    if require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(pki.ca)
+    return context
+
+
+def client_context(ca: Path, cert: Any = None) -> ssl.SSLContext:
+    """A verifying TLS client context trusting ``ca`` (and presenting ``cert`` if given)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    if cert is not None:
+        context.load_cert_chain(cert.cert, cert.key)
+    return context
