@@ -24,7 +24,7 @@ from email.utils import formatdate
 from typing import Any, Iterable, Iterator, NamedTuple
 
 __all__ = ["DEFAULT_MAX_BODY", "CHUNKED", "MAX_LINE", "MAX_HEADERS", "Refusal", "Headers",
-           "RequestLine", "parse_request_line", "parse_fields", "body_framing", "chunk_size",
+           "RequestLine", "parse_request_line", "parse_fields", "parse_field_block", "body_framing", "chunk_size",
            "parse_status_line", "http_date", "response_head", "make_environ",
            "environ_base", "request_environ", "ABANDONED_REPLY"]
 
@@ -40,8 +40,6 @@ MAX_HEADERS = 100
 """Most header fields in one head (http.client's limit)."""
 
 _DIGITS = re.compile(r"[0-9]{1,20}")
-# a header field line: token, colon, optional whitespace, value (no CR, no NUL), whitespace
-_FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\r\n\x00]*?)[ \t]*")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 _ABANDONED_BODY = b"server stopped while this request was running; no result\n"
@@ -65,7 +63,8 @@ class Refusal(NamedTuple):
 class Headers:
     """The header fields of one message: looked up case-insensitively, every value of a
     name kept in order (the parts of ``email.message.Message`` the server, its functions'
-    contexts and the WebSocket upgrade use: ``get``, ``get_all``, ``items``, ``[]``, ``in``)."""
+    contexts and the WebSocket upgrade use: ``get``, ``get_all``, ``items``, ``[]``, ``in``).
+    The server's hot path reads ``_index`` (lower-case name -> values) directly."""
 
     __slots__ = ("_items", "_index")
 
@@ -123,6 +122,9 @@ class RequestLine(NamedTuple):
     keep_alive: bool  # HTTP/1.1 or later: persistent unless "Connection: close"
 
 
+_HTTP11 = b"HTTP/1.1"
+
+
 def parse_request_line(line: bytes) -> RequestLine | Refusal:
     """``METHOD target HTTP/x.y`` (line end removed), or the ``Refusal`` to answer: 400
     for anything but three words or a bad version, 505 for HTTP/2 and later.  The checks
@@ -130,35 +132,55 @@ def parse_request_line(line: bytes) -> RequestLine | Refusal:
     words = line.split()
     if len(words) != 3:
         return Refusal(400, "Bad request line")
-    method, target, version = (word.decode("iso-8859-1") for word in words)
-    numbers = version[5:].split(".") if version.startswith("HTTP/") else []
-    if len(numbers) != 2 or not all(n.isdigit() and n.isascii() and len(n) <= 10
-                                    for n in numbers):
-        return Refusal(400, "Bad request version (%r)" % version)
-    major, minor = int(numbers[0]), int(numbers[1])
-    if major >= 2:
-        return Refusal(505, "Invalid HTTP version (%s)" % version[5:])
-    if target.startswith("//"):  # what http.server does (an open redirect otherwise)
-        target = "/" + target.lstrip("/")
-    return RequestLine(method, target, version, (major, minor) >= (1, 1))
+    method, target, version = words
+    if version == _HTTP11:
+        keep_alive = True
+        text = "HTTP/1.1"
+    else:
+        text = version.decode("iso-8859-1")
+        numbers = text[5:].split(".") if text.startswith("HTTP/") else []
+        if len(numbers) != 2 or not all(n.isdigit() and n.isascii() and len(n) <= 10
+                                        for n in numbers):
+            return Refusal(400, "Bad request version (%r)" % text)
+        major, minor = int(numbers[0]), int(numbers[1])
+        if major >= 2:
+            return Refusal(505, "Invalid HTTP version (%s)" % text[5:])
+        keep_alive = (major, minor) >= (1, 1)
+    path = target.decode("iso-8859-1")
+    if path.startswith("//"):  # what http.server does (an open redirect otherwise)
+        path = "/" + path.lstrip("/")
+    return RequestLine(method.decode("iso-8859-1"), path, text, keep_alive)
+
+
+# Header fields, CRLF after each: a token, a colon, optional whitespace, a value without CR,
+# LF or NUL (words with whitespace between them: no two parts of the pattern can match the
+# same character, so matching stays linear), optional whitespace.  One fullmatch checks a
+# whole block, one findall splits it.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_VALUE = r"(?:[^\r\n\x00 \t]+(?:[ \t]+[^\r\n\x00 \t]+)*)?"
+_FIELDS_OK = re.compile(r"(?:%s:[ \t]*%s[ \t]*\r\n)*" % (_TOKEN, _VALUE))
+_FIELDS = re.compile(r"(%s):[ \t]*(%s)[ \t]*\r\n" % (_TOKEN, _VALUE))
 
 
 def parse_fields(lines: list[bytes]) -> Headers | Refusal:
     """Header field lines (line ends removed) -> ``Headers``; 431 for more than
     ``MAX_HEADERS``, 400 for a line that is not ``token: value``."""
-    if len(lines) > MAX_HEADERS:
+    if not lines:
+        return Headers()
+    return parse_field_block(b"\r\n".join(lines).decode("iso-8859-1") + "\r\n", len(lines))
+
+
+def parse_field_block(block: str, count: int) -> Headers | Refusal:
+    """Like ``parse_fields``, from the fields' text (decoded as ISO-8859-1) with CRLF after
+    each of its ``count`` lines."""
+    if count > MAX_HEADERS:
         return Refusal(431, "Too many headers")
+    if _FIELDS_OK.fullmatch(block) is None:
+        return Refusal(400, "Bad header line")
     headers = Headers()
-    items = headers._items
+    items = headers._items = _FIELDS.findall(block)
     index = headers._index
-    match = _FIELD.fullmatch
-    for line in lines:
-        found = match(line)
-        if found is None:
-            return Refusal(400, "Bad header line")
-        name = found.group(1).decode("ascii")
-        value = found.group(2).decode("iso-8859-1")
-        items.append((name, value))
+    for name, value in items:
         key = name.lower()
         values = index.get(key)
         if values is None:

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..connection import Connection
 from .framing import (CHUNKED, MAX_LINE, Headers, Refusal, body_framing, chunk_size,
-                      environ_base, http_date, parse_fields, parse_request_line,
-                      request_environ, response_head)
+                      environ_base, http_date, parse_field_block, parse_fields,
+                      parse_request_line, request_environ, response_head)
 
 if TYPE_CHECKING:
     from .server import HttpServer
@@ -165,27 +165,34 @@ class RequestHandler:
             if not buf:
                 return False
         end = buf.find(b"\r\n\r\n")
-        if 0 <= end and end < MAX_LINE and buf.count(b"\n", 0, end) == buf.count(b"\r\n", 0, end):
+        if 0 <= end < MAX_LINE and buf.count(b"\n", 0, end) == buf.count(b"\r\n", 0, end):
             # the common case: the whole head, CRLF throughout, short lines
-            lines = buf[:end].split(b"\r\n")
+            first = buf.find(b"\r\n")
+            request = parse_request_line(buf[:first])
+            if first < end:
+                block = buf[first + 2:end + 2].decode("iso-8859-1")
+                headers = parse_field_block(block, block.count("\r\n"))
+            else:
+                headers = Headers()
             self._buf = buf[end + 4:]
         else:
             lines = self._read_head_lines()
-        request = parse_request_line(lines[0])
+            request = parse_request_line(lines[0])
+            headers = parse_fields(lines[1:])
         if isinstance(request, Refusal):
             raise _Refused(request)
         self.command, self.path, self.request_version, keep_alive = request
-        headers = parse_fields(lines[1:])
         if isinstance(headers, Refusal):
             raise _Refused(headers)
         self.headers = headers
-        connection = headers.get("Connection", "").lower()
-        if connection == "close":
+        index = headers._index
+        connection = index.get("connection")
+        if connection is not None and connection[0].lower() == "close":
             self.close_connection = True
-        elif connection == "keep-alive" or keep_alive:
+        elif keep_alive or (connection is not None and connection[0].lower() == "keep-alive"):
             self.close_connection = False
-        expect = headers.get("Expect")
-        if expect is not None and expect.lower() == "100-continue" \
+        expect = index.get("expect")
+        if expect is not None and expect[0].lower() == "100-continue" \
                 and self.request_version >= "HTTP/1.1":
             if self._body_framing() is None:
                 raise _Refused(Refusal(0, ""))  # already answered
@@ -302,6 +309,13 @@ class RequestHandler:
 
     def _body_framing(self) -> int | str | None:
         """The request body length, ``CHUNKED``, or None after answering 400/411/413/501."""
+        index = self.headers._index
+        lengths = index.get("content-length")
+        if lengths is not None and len(lengths) == 1 and "transfer-encoding" not in index:
+            length = lengths[0]
+            if length.isdigit() and length.isascii() and len(length) <= 20 \
+                    and int(length) <= self.server.max_body:
+                return int(length)  # the common case: one plain Content-Length
         framing = body_framing(self.headers.get_all("Transfer-Encoding"),
                                self.headers.get_all("Content-Length"), self.command,
                                self.server.max_body)
@@ -321,6 +335,8 @@ class RequestHandler:
             return
         if framing == CHUNKED:
             body = self._read_chunked_body()
+        elif len(self._buf) >= framing:  # type: ignore[operator]
+            body, self._buf = self._buf[:framing], self._buf[framing:]  # type: ignore[misc]
         else:
             assert isinstance(framing, int)
             body = self._read_body(framing)
@@ -332,8 +348,10 @@ class RequestHandler:
                 base = self._environ = environ_base(self.server.address, self.client_address,
                                                     self.server.scheme, self.server)
             headers = self.headers
+            content_type = headers._index.get("content-type")
             environ = request_environ(base, self.command, self.path, self.request_version,
-                                      headers._items, headers.get("Content-Type", ""), body)
+                                      headers._items, content_type[0] if content_type else "",
+                                      body)
             status, reply_headers, parts = self.server.handle(environ)
             if status == "200 OK":
                 code, reason = 200, "OK"
@@ -377,7 +395,7 @@ class RequestHandler:
             if self.state.abandoned:
                 self.close_connection = True
                 return
-            self._write(head if self.command == "HEAD" else head + payload)
+            self.connection.sendall(head if self.command == "HEAD" else head + payload)
         if _log.isEnabledFor(_DEBUG):
             self.log_message('"%s %s %s" %s %s', self.command, self.path, self.request_version,
                              code, len(payload))

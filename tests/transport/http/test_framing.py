@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hprose_cluster.transport.http.framing import (CHUNKED, MAX_HEADERS, Headers, Refusal,
-                                                   body_framing, chunk_size, parse_fields,
+                                                   body_framing, chunk_size, parse_field_block,
+                                                   parse_fields,
                                                    parse_request_line, parse_status_line,
                                                    response_head)
 
@@ -96,3 +97,14 @@ def test_more_than_100_fields_is_431() -> None:
 ])
 def test_status_line(line: bytes, expected: object) -> None:
     assert parse_status_line(line) == expected
+
+
+@pytest.mark.timeout(10)
+def test_long_runs_of_whitespace_are_parsed_in_linear_time() -> None:
+    """No backtracking blow-up: a field value of 60,000 spaces (or space-separated words
+    ended by a NUL) takes milliseconds, not minutes."""
+    for block, ok in (("X: " + " " * 60000 + "a\r\n", True),
+                      ("X: " + "a " * 30000 + "\x00\r\n", False),
+                      ("X: " + " \t" * 30000 + "\r\n", True)):
+        parsed = parse_field_block(block, 1)
+        assert isinstance(parsed, Headers) is ok
