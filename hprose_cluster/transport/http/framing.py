@@ -10,7 +10,8 @@ writing; the decisions are here, testable on bytes.
 
 It replaces ``http.client.parse_headers`` (the email package's feed parser: about half of
 the CPU time of a small call on each side) with the same limits: a line of at most 65,536
-bytes, at most 100 header fields (431 on the server, an error on the client).
+bytes, at most 99 header fields (http.client's 100 lines, the blank one included); 431 on
+the server, an error on the client.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ CHUNKED = "chunked"  # body_framing()'s answer for a chunked body
 MAX_LINE = 65536
 """Longest request line or header field line, CRLF included (http.client's limit)."""
 
-MAX_HEADERS = 100
-"""Most header fields in one head (http.client's limit)."""
+MAX_HEADERS = 99
+"""Most header fields in one head: http.client's limit of 100 lines counts the blank line
+that ends the head."""
 
 _DIGITS = re.compile(r"[0-9]{1,20}")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")

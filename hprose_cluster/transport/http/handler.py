@@ -6,7 +6,7 @@ about half of a small call's CPU time); the body framing decisions are in ``fram
 the lifecycle (in-flight count, drain, shut-down connections) in ``transport.serving``.
 What a client sees is what ``http.server.BaseHTTPRequestHandler`` answered before: the same
 status lines, error pages and limits (414 for a request line over 65,536 bytes, 431 for a
-header line that long or more than 100 fields, 400/505 for a bad request line or version).
+header line that long or more than 99 fields, 400/505 for a bad request line or version).
 
 A plain socket stays in blocking mode with kernel timeouts (``SO_RCVTIMEO``/``SO_SNDTIMEO``,
 set once per connection to ``idle_timeout``): one system call per receive and per send.
@@ -21,11 +21,12 @@ import ssl
 import struct
 import threading
 import time
-from http.server import DEFAULT_ERROR_CONTENT_TYPE, DEFAULT_ERROR_MESSAGE, BaseHTTPRequestHandler
+from http import server as _stdlib
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 from ..connection import Connection
-from .framing import (CHUNKED, MAX_LINE, Headers, Refusal, body_framing, chunk_size,
+from .framing import (CHUNKED, MAX_HEADERS, MAX_LINE, Headers, Refusal, body_framing, chunk_size,
                       environ_base, http_date, parse_field_block, parse_fields,
                       parse_request_line, request_environ, response_head)
 
@@ -38,6 +39,9 @@ _DEBUG = logging.DEBUG
 _CHUNK = 64 * 1024
 _MAX_READ = 1024 * 1024
 _RESPONSES = BaseHTTPRequestHandler.responses
+# the error page http.server writes (not in its typing stubs)
+DEFAULT_ERROR_MESSAGE: str = getattr(_stdlib, "DEFAULT_ERROR_MESSAGE")
+DEFAULT_ERROR_CONTENT_TYPE: str = getattr(_stdlib, "DEFAULT_ERROR_CONTENT_TYPE")
 _TIMEVAL = struct.Struct("@ll").pack
 
 
@@ -228,7 +232,7 @@ class RequestHandler:
             elif not line:
                 break
             lines.append(line)
-            if len(lines) > 101:
+            if len(lines) > MAX_HEADERS + 1:
                 raise _Refused(Refusal(431, "Too many headers"))
             if end == len(self._buf) and newline < 0:
                 break
@@ -335,11 +339,12 @@ class RequestHandler:
             return
         if framing == CHUNKED:
             body = self._read_chunked_body()
-        elif len(self._buf) >= framing:  # type: ignore[operator]
-            body, self._buf = self._buf[:framing], self._buf[framing:]  # type: ignore[misc]
         else:
             assert isinstance(framing, int)
-            body = self._read_body(framing)
+            if len(self._buf) >= framing:
+                body, self._buf = self._buf[:framing], self._buf[framing:]
+            else:
+                body = self._read_body(framing)
         if body is None:
             return
         try:

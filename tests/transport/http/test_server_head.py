@@ -45,8 +45,9 @@ def test_limits(server: HttpServer) -> None:
     assert _status(raw_exchange(server, b"POST /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n")) \
         == b"414"
     assert _status(raw_exchange(server, _post(b"X: " + b"a" * 70000))) == b"431"
-    assert _status(raw_exchange(server, _post(*[b"X-%d: 1" % n for n in range(101)]))) == b"431"
-    assert raw_exchange(server, _post(*[b"X-%d: 1" % n for n in range(99)])).endswith(REPLY)
+    # 99 fields at most (Content-Length is one): http.client's 100 lines with the blank one
+    assert _status(raw_exchange(server, _post(*[b"X-%d: 1" % n for n in range(99)]))) == b"431"
+    assert raw_exchange(server, _post(*[b"X-%d: 1" % n for n in range(98)])).endswith(REPLY)
 
 
 def test_a_head_in_pieces(server: HttpServer) -> None:
