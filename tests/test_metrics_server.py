@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from prometheus_client import Counter
 
 from hprose_cluster import ClusterClient, ConfigError, ServerInfo, metrics
+from hprose_cluster.deadline import Deadline
 from hprose_cluster.demo import make_server
 from hprose_cluster.etcd import EtcdConfig, EtcdConnection
 from hprose_cluster.metrics import metrics_url
@@ -78,8 +79,8 @@ def test_function_list_and_garbage_are_other(registry: Any, etcd: Any, domain: s
     server = hello_servers(domain, "tcp")
     with TcpClient(server.url) as client:
         client.hello("x")
-        client.transport.round_trip(b"z", 5)  # the function list
-        client.transport.round_trip(b"Cq", 5)  # not a request: an E reply
+        client.transport.round_trip(b"z", Deadline(5))  # the function list
+        client.transport.round_trip(b"Cq", Deadline(5))  # not a request: an E reply
     assert value(registry, REQUESTS, domain=domain, method="hello", outcome="ok") == 1
     assert value(registry, REQUESTS, domain=domain, method=OTHER, outcome="ok") == 1
     assert value(registry, REQUESTS, domain=domain, method=OTHER, outcome="error") == 1
