@@ -25,9 +25,9 @@ from email.utils import formatdate
 from typing import Any, Iterable, Iterator, NamedTuple
 
 __all__ = ["DEFAULT_MAX_BODY", "CHUNKED", "MAX_LINE", "MAX_HEADERS", "Refusal", "Headers",
-           "RequestLine", "parse_request_line", "parse_fields", "parse_field_block", "body_framing", "chunk_size",
-           "parse_status_line", "http_date", "response_head", "make_environ",
-           "environ_base", "request_environ", "ABANDONED_REPLY"]
+           "RequestLine", "parse_request_line", "parse_fields", "parse_field_block",
+           "body_framing", "chunk_size", "parse_status_line", "http_date", "response_head",
+           "make_environ", "environ_base", "request_environ", "ABANDONED_REPLY"]
 
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 """Largest request (server) or reply (client) body accepted, in bytes."""
@@ -117,14 +117,11 @@ class Headers:
         return "Headers(%r)" % (self._items,)
 
 
-class RequestLine(NamedTuple):
-    method: str
-    target: str
-    version: str  # "HTTP/1.1"
-    keep_alive: bool  # HTTP/1.1 or later: persistent unless "Connection: close"
+RequestLine = tuple  # (method, target, version "HTTP/1.1", keep_alive: HTTP/1.1 or later)
 
 
 _HTTP11 = b"HTTP/1.1"
+_new = object.__new__
 
 
 def parse_request_line(line: bytes) -> RequestLine | Refusal:
@@ -151,7 +148,7 @@ def parse_request_line(line: bytes) -> RequestLine | Refusal:
     path = target.decode("iso-8859-1")
     if path.startswith("//"):  # what http.server does (an open redirect otherwise)
         path = "/" + path.lstrip("/")
-    return RequestLine(method.decode("iso-8859-1"), path, text, keep_alive)
+    return (method.decode("iso-8859-1"), path, text, keep_alive)
 
 
 # Header fields, CRLF after each: a token, a colon, optional whitespace, a value without CR,
@@ -179,9 +176,9 @@ def parse_field_block(block: str, count: int) -> Headers | Refusal:
         return Refusal(431, "Too many headers")
     if _FIELDS_OK.fullmatch(block) is None:
         return Refusal(400, "Bad header line")
-    headers = Headers()
+    headers = _new(Headers)  # without __init__'s call: the slots are set here
     items = headers._items = _FIELDS.findall(block)
-    index = headers._index
+    index = headers._index = {}
     for name, value in items:
         key = name.lower()
         values = index.get(key)

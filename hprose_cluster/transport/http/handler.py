@@ -313,13 +313,6 @@ class RequestHandler:
 
     def _body_framing(self) -> int | str | None:
         """The request body length, ``CHUNKED``, or None after answering 400/411/413/501."""
-        index = self.headers._index
-        lengths = index.get("content-length")
-        if lengths is not None and len(lengths) == 1 and "transfer-encoding" not in index:
-            length = lengths[0]
-            if length.isdigit() and length.isascii() and len(length) <= 20 \
-                    and int(length) <= self.server.max_body:
-                return int(length)  # the common case: one plain Content-Length
         framing = body_framing(self.headers.get_all("Transfer-Encoding"),
                                self.headers.get_all("Content-Length"), self.command,
                                self.server.max_body)
@@ -333,10 +326,19 @@ class RequestHandler:
             self.send_error(501, "Unsupported method (%r)" % self.command)
             self._linger()
             return
-        framing = self._body_framing()
+        index = self.headers._index
+        lengths = index.get("content-length")
+        framing: int | str | None = None
+        if lengths is not None and len(lengths) == 1 and "transfer-encoding" not in index:
+            length = lengths[0]
+            if length.isdigit() and length.isascii() and len(length) <= 20 \
+                    and int(length) <= self.server.max_body:
+                framing = int(length)  # the common case: one plain Content-Length
         if framing is None:
-            self._linger()  # the body is left unread: this connection is finished
-            return
+            framing = self._body_framing()
+            if framing is None:
+                self._linger()  # the body is left unread: this connection is finished
+                return
         if framing == CHUNKED:
             body = self._read_chunked_body()
         else:

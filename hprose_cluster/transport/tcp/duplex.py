@@ -111,7 +111,8 @@ class FullDuplexConnection:
                     if self.dead:
                         raise DeadConnection()
                     if self._pending or self._reading or not (
-                            self._input_waiting() if self.tls else self.sock.idle_poll(0)):  # type: ignore[attr-defined]
+                            self._input_waiting() if self.tls
+                            else self.sock.idle_poll(0)):  # type: ignore[attr-defined]
                         request_id = next(self._ids) & 0xFFFFFFFF
                         while request_id in self._pending or request_id == 0:
                             request_id = next(self._ids) & 0xFFFFFFFF

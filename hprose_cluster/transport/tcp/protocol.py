@@ -68,9 +68,10 @@ class TcpConnectionState:
 
     ``io``: the stream replies are written to (the socket, or ``SslIo``); ``send_lock``
     serialises replies; ``outstanding`` counts full-duplex requests handed to workers, and
-    ``helped`` says a helper is reading (``inline.py``), both under ``cond``.  ``decoder`` and the socket are read
-    by the connection's thread, or by the helper while ``inline_since`` is set (then under
-    ``read_lock``).  ``failure``: what ended the connection while the helper was reading.
+    ``helped`` says a helper is reading (``inline.py``), both under ``cond``.  ``decoder``
+    and the socket are read by the connection's thread, or by the helper while
+    ``inline_since`` is set (then under ``read_lock``).  ``failure``: what ended the
+    connection while the helper was reading.
     """
 
     __slots__ = ("conn", "io", "send_lock", "cond", "outstanding", "closed", "decoder",

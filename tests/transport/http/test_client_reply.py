@@ -105,13 +105,15 @@ def test_the_request_is_what_http_client_wrote(raw) -> None:  # type: ignore[no-
     (b"HTTP/1.1 100 Continue\r\n\r\n" + OK, True),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nR\r\n2;x=y\r\n1z\r\n0\r\n"
      b"Trailer: 1\r\n\r\n", True),
-    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nR1z" + Raw.CLOSE, False),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nR1z" + Raw.CLOSE,
+     False),
     (b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nR1z" + Raw.CLOSE, False),
     (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nR1z", True),
     (b"HTTP/1.1 200 OK\r\n\r\nR1z" + Raw.CLOSE, False),  # delimited by the close
     (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nR1zjunk", False),  # extra bytes
 ])
-def test_body_framings_and_keep_alive(raw, reply: bytes, kept: bool) -> None:  # type: ignore[no-untyped-def]
+def test_body_framings_and_keep_alive(raw, reply: bytes,  # type: ignore[no-untyped-def]
+                                      kept: bool) -> None:
     server = raw(reply, OK)
     assert _calls(server, 2) == [b"R1z", b"R1z"]
     assert server.connections == (1 if kept else 2)
@@ -125,8 +127,8 @@ def test_body_framings_and_keep_alive(raw, reply: bytes, kept: bool) -> None:  #
     (b"HTTP/1.1 200 OK\r\nContent-Le" + Raw.CLOSE, "closed in the reply's head"),
     (b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nlater", "HTTP 503 Busy from"),
 ])
-def test_what_is_not_a_good_reply_is_a_sent_transport_error(raw, reply: bytes,  # type: ignore[no-untyped-def]
-                                                            words: str) -> None:
+def test_what_is_not_a_good_reply_is_a_sent_transport_error(  # type: ignore[no-untyped-def]
+        raw, reply: bytes, words: str) -> None:
     server = raw(reply, OK)
     with HttpTransport(server.url) as transport:
         with pytest.raises(TransportError) as caught:
@@ -136,7 +138,8 @@ def test_what_is_not_a_good_reply_is_a_sent_transport_error(raw, reply: bytes,  
         assert transport.round_trip(b"Cs1\"a\"z", Deadline(5)) == b"R1z"  # a new connection
 
 
-def test_max_body_for_chunked_and_close_delimited_replies(raw) -> None:  # type: ignore[no-untyped-def]
+def test_max_body_for_chunked_and_close_delimited_replies(  # type: ignore[no-untyped-def]
+        raw) -> None:
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + \
         b"".join(b"100\r\n" + b"x" * 256 + b"\r\n" for _ in range(8)) + b"0\r\n\r\n"
     delimited = b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 3000 + Raw.CLOSE
