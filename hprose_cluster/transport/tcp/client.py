@@ -151,6 +151,12 @@ class TcpTransport:
     def round_trip(self, request: bytes, deadline: Deadline) -> bytes:
         """Send one request and return its reply body (see ``Transport.round_trip``)."""
         if self.full_duplex:
+            conn = self._fd_conn
+            if conn is not None and not conn.dead:
+                try:
+                    return conn.call(request, deadline)
+                except DeadConnection:  # it broke before our request went out
+                    pass
             return self._full_duplex_round_trip(request, deadline)
         length = len(request)
         if length > framing.LENGTH_MASK:
@@ -205,13 +211,9 @@ class TcpTransport:
                 self.pool.discard(sock)
 
     def _full_duplex_round_trip(self, request: bytes, deadline: Deadline) -> bytes:
-        conn = self._fd_conn
-        if conn is not None and not conn.dead:
-            try:
-                return conn.call(request, deadline)
-            except DeadConnection:
-                if deadline.expired():
-                    raise timed_out_unsent(self.url, deadline) from None
+        """A call on a new (or newly made) shared connection."""
+        if deadline.expired():
+            raise timed_out_unsent(self.url, deadline)
         for _ in range(3):
             try:
                 return self._full_duplex_connection(deadline).call(request, deadline)

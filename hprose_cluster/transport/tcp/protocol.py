@@ -40,6 +40,7 @@ logger = logging.getLogger("hprose_cluster.transport.tcp")
 __all__ = ["TcpContext", "TcpConnectionState", "TcpProtocol"]
 
 _clock = time.monotonic
+_new = object.__new__
 _pack_word = struct.Struct(">I").pack
 _word_from = int.from_bytes
 _DONTWAIT = socket.MSG_DONTWAIT
@@ -276,7 +277,11 @@ class TcpProtocol(ConnectionHandler):
         if not serving.request_started(conn):
             return None
         try:
-            reply = server._handle(body, TcpContext(server, conn.peer, request_id))
+            context = _new(TcpContext)  # no __init__ call: one per request, on the hot path
+            context.server = server
+            context.peer = conn.peer
+            context.request_id = request_id
+            reply = server._handle(body, context)
             length = len(reply)
             if length > _MASK:
                 raise ValueError("hprose frame body too large: %d bytes" % length)
