@@ -44,6 +44,11 @@ DEFAULT_ERROR_MESSAGE: str = getattr(_stdlib, "DEFAULT_ERROR_MESSAGE")
 DEFAULT_ERROR_CONTENT_TYPE: str = getattr(_stdlib, "DEFAULT_ERROR_CONTENT_TYPE")
 _TIMEVAL = struct.Struct("@ll").pack
 
+# What an HTTP request can start with: a method's token characters, or the empty line
+# RFC 9112 lets a client send before the request line.
+_REQUEST_START = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                           b"abcdefghijklmnopqrstuvwxyz\r\n")
+
 
 class HttpConnectionState:
     """Per-connection state of the HTTP protocol (``Connection.protocol``).
@@ -168,6 +173,10 @@ class RequestHandler:
             buf = self._buf = self.connection.recv(_CHUNK)
             if not buf:
                 return False
+        if buf[0] not in _REQUEST_START:
+            # Not HTTP (a hprose TCP frame starts with a zero byte): answer now rather than
+            # wait for the line end that never comes, so the peer learns at once.
+            raise _Refused(Refusal(400, "Not an HTTP request"))
         end = buf.find(b"\r\n\r\n")
         if 0 <= end < MAX_LINE and buf.count(b"\n", 0, end) == buf.count(b"\r\n", 0, end):
             # the common case: the whole head, CRLF throughout, short lines

@@ -95,3 +95,11 @@ def test_a_function_sees_the_request_headers_in_its_context(server: HttpServer) 
     request = (b"POST /some%%20path?q=1 HTTP/1.1\r\nX-Trace: a\r\nx-trace: b\r\n"
                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     assert raw_exchange(server, request).endswith(b'Rs14"a,b|/some path"z')
+
+
+def test_bytes_that_cannot_start_a_request_get_400_at_once(server: HttpServer) -> None:
+    """A hprose TCP frame (a zero byte first) sent to the HTTP port: answered without waiting
+    for a line end that never comes (the client keeps its side open)."""
+    with socket.create_connection(server.address, timeout=5) as sock:  # type: ignore[arg-type]
+        sock.sendall(b"\x00\x00\x00\x11" + b'Cs5"hello"a1{uw}z')
+        assert sock.recv(100).startswith(b"HTTP/1.1 400 Not an HTTP request\r\n")
