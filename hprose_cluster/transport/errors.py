@@ -23,7 +23,8 @@ from ..deadline import Deadline
 from ..errors import CallTimeout, ConnectError, FrameError, TransportError
 from .framing import ConnectionClosed, OversizedFrame
 
-__all__ = ["connect_failed", "call_failed", "oversized_reply", "timed_out_unsent", "refused_handshake"]
+__all__ = ["connect_failed", "connect_error", "call_failed", "oversized_reply", "timed_out_unsent",
+           "refused_handshake"]
 
 
 _HTTP_REPLY = int.from_bytes(b"HTTP", "big")  # what an HTTP answer reads as a frame length
@@ -49,6 +50,16 @@ def connect_failed(url: str, error: BaseException, limit: float | None = None) -
         after = " after %.3gs" % limit if limit is not None else ""
         return ConnectError("cannot connect to %s: timed out%s" % (url, after), url=url)
     return ConnectError("cannot connect to %s: %s" % (url, error), url=url)
+
+
+def connect_error(url: str, error: BaseException, limit: float | None, deadline: Deadline,
+                  connect_timeout: float | None) -> CallTimeout | ConnectError:
+    """Opening a connection for a call failed: a ``CallTimeout`` (``sent=False``) when it
+    was the call's deadline, not ``connect_timeout``, that ran out; else ``connect_failed``."""
+    if isinstance(error, TimeoutError) and limit is not None and (
+            connect_timeout is None or limit < connect_timeout):
+        return timed_out_unsent(url, deadline, "while connecting")
+    return connect_failed(url, error, limit)
 
 
 def timed_out_unsent(url: str, deadline: Deadline, waiting: str = "before it was sent"

@@ -12,13 +12,14 @@ import ssl
 import struct
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 from ..deadline import Deadline
 from .framing import Frame, FrameDecoder
 
 __all__ = ["ByteStream", "SslIo", "SendTimeout", "send_before", "FrameReader",
-           "TimedSocket", "recv_before", "shutdown_socket", "close_quietly", "readable_now"]
+           "TimedSocket", "recv_before", "open_connection", "shutdown_socket", "close_quietly",
+           "readable_now"]
 
 _clock = time.monotonic
 _TIMEVAL = struct.Struct("@ll").pack
@@ -163,6 +164,38 @@ def recv_before(sock: TimedSocket, at: float | None, size: int = RECV_CHUNK) -> 
             return sock.recv(size)
         except BlockingIOError:  # the kernel timeout ended; the deadline decides
             continue
+
+
+def open_connection(addresses: Sequence[tuple[int, int, int, Any]], limit: float | None,
+                    ssl_context: ssl.SSLContext | None = None,
+                    server_hostname: str | None = None) -> socket.socket:
+    """Connect to the first of ``addresses`` (``(family, type, proto, address)``) that
+    accepts, within ``limit`` seconds each (connect and TLS handshake), and return the
+    socket in blocking mode: a ``TimedSocket`` watched for idle input, or, with
+    ``ssl_context``, the TLS socket.  Raises the last ``OSError`` (``ssl.SSLError`` and
+    ``TimeoutError`` included)."""
+    last: OSError | None = None
+    for family, kind, proto, address in addresses:
+        plain = TimedSocket(family, kind, proto)
+        sock: socket.socket = plain
+        try:
+            plain.settimeout(limit)
+            plain.connect(address)
+            if family in (socket.AF_INET, socket.AF_INET6):
+                plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if ssl_context is not None:
+                sock = ssl_context.wrap_socket(plain, server_hostname=server_hostname)
+            else:
+                plain.watch()
+            sock.settimeout(None)
+            return sock
+        except OSError as error:  # includes timeouts and ssl errors
+            last = error
+            sock.close()
+            plain.close()
+    if last is None:
+        raise OSError("no address to connect to")
+    raise last
 
 
 class SslIo:

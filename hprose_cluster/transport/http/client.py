@@ -10,44 +10,69 @@ top of it.
 
 from __future__ import annotations
 
-import http.client
 import logging
+import re
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
 from typing import Any, Mapping
 
 from ...deadline import Deadline
 from ...errors import CallTimeout, ConfigError, TransportError
+from .. import streams
 from ..base import BaseClient
-from ..errors import call_failed, connect_failed, timed_out_unsent
-from ..streams import readable_now
+from ..errors import call_failed, connect_error, timed_out_unsent
 from .framing import DEFAULT_MAX_BODY
+from .reply import StaleReply, read_reply
 
 __all__ = ["HttpTransport", "HttpClient"]
 
 _log = logging.getLogger("hprose_cluster.transport.http")
 
-_CHUNK = 64 * 1024
+_clock = time.monotonic
+_DONTWAIT = socket.MSG_DONTWAIT
+_MARGIN = streams.KERNEL_TIMEOUT_MARGIN
 
 # A reused keep-alive connection that fails with one of these before any byte of the reply was
 # read was (almost certainly) closed by the server while idle; see HttpTransport.round_trip.
-_STALE_ERRORS = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
-                 ConnectionAbortedError)
+_STALE_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 # Headers the transport owns: the body framing and the hprose content type.
 _RESERVED_HEADERS = {"content-type", "content-length", "transfer-encoding"}
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+_BAD_TARGET = re.compile(r"[\x00-\x20\x7f-\U0010ffff]")
 
 
-class _PooledConnection:
-    """An ``http.client`` connection plus the pool generation it was opened in."""
+class _Connection:
+    """One kept-alive connection: its socket and the pool generation it was opened in."""
 
-    __slots__ = ("http", "generation")
+    __slots__ = ("sock", "tls", "generation")
 
-    def __init__(self, conn: http.client.HTTPConnection, generation: int):
-        self.http = conn
+    def __init__(self, sock: socket.socket, generation: int):
+        self.sock = sock
+        self.tls = isinstance(sock, ssl.SSLSocket)
         self.generation = generation
+
+    def recv(self, deadline: Deadline, size: int = streams.RECV_CHUNK) -> bytes:
+        """One receive by the call's deadline (``TimeoutError`` once it passed)."""
+        sock = self.sock
+        if self.tls:
+            sock.settimeout(deadline.socket_timeout())
+            return sock.recv(size)
+        at = deadline.at
+        rcvtimeo = sock.rcvtimeo  # type: ignore[attr-defined]
+        if (not rcvtimeo) if at is None else 0.0 < rcvtimeo <= at - _clock() - _MARGIN:
+            try:  # the kernel timeout set ends before the deadline: just receive
+                return sock.recv(size)
+            except BlockingIOError:
+                pass
+        return streams.recv_before(sock, at, size)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        streams.close_quietly(self.sock)
 
 
 class _StaleConnection(Exception):
@@ -67,6 +92,11 @@ class HttpTransport:
     ``ssl.create_default_context()``: certificates are verified against the system store.
     ``headers`` are sent with every request (``Host`` may be overridden; the framing headers
     and ``Content-Type`` may not).  Replies larger than ``max_body`` are refused unread.
+
+    The request goes out as one write (head and body); the reply's head is read and parsed
+    by ``reply.py`` (``framing.py``'s strict parser; Content-Length, chunked or
+    close-delimited bodies).  A plain socket stays in blocking mode with a kernel receive
+    timeout changed only when a call's deadline needs a nearer one (``streams``).
 
     Thread-safe.  ``close()`` closes the idle connections at once and the busy ones when their
     call ends; the transport can be used again afterwards.
@@ -107,6 +137,9 @@ class HttpTransport:
         self.host = parts.hostname  # brackets of an IPv6 literal already removed
         self.port = port if port is not None else (443 if scheme == "https" else 80)
         self.target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        if _BAD_TARGET.search(self.target):
+            raise ConfigError("bad HTTP URL %r: the path may not contain spaces, control or "
+                              "non-ASCII characters (percent-encode them)" % (url,))
         self.pool_size = pool_size
         self.connect_timeout = float(connect_timeout)
         self.max_body = max_body
@@ -114,10 +147,12 @@ class HttpTransport:
         if scheme == "https" and ssl_context is None:
             self.ssl_context = ssl.create_default_context()
         self._headers: dict[str, str] = {}
+        self._head = b""
         for name, value in (headers or {}).items():
             self.set_header(name, value)
+        self._build_head()
         self._lock = threading.Lock()
-        self._idle: list[_PooledConnection] = []
+        self._idle: list[_Connection] = []
         self._generation = 0
 
     def __repr__(self) -> str:
@@ -130,12 +165,41 @@ class HttpTransport:
         if name.lower() in _RESERVED_HEADERS:
             raise ConfigError("header %r is set by the HTTP transport and cannot be changed"
                               % (name,))
+        if not _TOKEN.fullmatch(name):
+            raise ConfigError("bad HTTP header name %r" % (name,))
         headers = dict(self._headers)  # copy-on-write: calls in flight keep a consistent dict
         if value:
-            headers[name] = str(value)
+            text = str(value)
+            if _BAD_VALUE.search(text):
+                raise ConfigError("bad value for HTTP header %r: %r (no CR, LF or NUL)"
+                                  % (name, text))
+            headers[name] = text
         else:
             headers.pop(name, None)
         self._headers = headers
+        self._build_head()
+
+    def _build_head(self) -> None:
+        """The request head up to the Content-Length value, built once per header change:
+        what ``http.client`` writes (Host with the port unless it is the default, IPv6 in
+        brackets; Accept-Encoding: identity), then the caller's headers."""
+        names = {name.lower() for name in self._headers}
+        lines = ["POST %s HTTP/1.1" % self.target]
+        if "host" not in names:
+            try:
+                host = self.host.encode("ascii").decode("ascii")
+            except UnicodeEncodeError:
+                host = self.host.encode("idna").decode("ascii")
+            if ":" in host:
+                host = "[%s]" % host
+            default = 443 if self.scheme == "https" else 80
+            lines.append("Host: %s" % (host if self.port == default else
+                                       "%s:%d" % (host, self.port)))
+        if "accept-encoding" not in names:
+            lines.append("Accept-Encoding: identity")
+        lines += ["%s: %s" % item for item in self._headers.items()]
+        lines += ["Content-Type: application/hprose", "Content-Length: "]
+        self._head = "\r\n".join(lines).encode("latin-1")
 
     # --- the Transport protocol -----------------------------------------------------------
 
@@ -145,7 +209,7 @@ class HttpTransport:
         A reused keep-alive connection can turn out to have been closed by the server while it
         sat idle (idle timeout, server restart).  Before reuse the pool drops connections that
         already show EOF; the remaining race (the server closes just as we send) shows up as
-        ``RemoteDisconnected``, ``BrokenPipeError`` or ``ConnectionResetError`` before a single
+        an end of stream, ``BrokenPipeError`` or ``ConnectionResetError`` before a single
         byte of the status line.  Only then, and only once, the call is repeated on a fresh
         connection.  That is safe because an HTTP/1.1 server closes a keep-alive connection
         only *between* requests, i.e. without having read ours, and this check never fires on
@@ -157,15 +221,16 @@ class HttpTransport:
         does it: stop() closes only idle connections, never executes a request from a
         connection it has closed, and answers 503 for a request that outlives the drain.
         """
-        pooled = self._checkout()
-        if pooled is not None:
+        data = self._head + b"%d\r\n\r\n" % len(request) + request
+        conn = self._checkout()
+        if conn is not None:
             try:
-                return self._exchange(pooled, request, deadline, reused=True)
+                return self._exchange(conn, data, deadline, reused=True)
             except _StaleConnection as stale:
                 _log.debug("%s: kept-alive connection was closed by the server (%r); "
                            "retrying once on a new connection", self.url, stale.__cause__)
-        pooled = self._connect(deadline)
-        return self._exchange(pooled, request, deadline, reused=False)
+        conn = self._connect(deadline)
+        return self._exchange(conn, data, deadline, reused=False)
 
     def retire(self) -> None:
         """The server left the view: the same as ``close()``, which is already gentle."""
@@ -176,8 +241,8 @@ class HttpTransport:
         with self._lock:
             self._generation += 1
             idle, self._idle = self._idle, []
-        for pooled in idle:
-            pooled.http.close()
+        for conn in idle:
+            conn.close()
 
     def __enter__(self) -> "HttpTransport":
         return self
@@ -187,129 +252,105 @@ class HttpTransport:
 
     # --- pool -----------------------------------------------------------------------------
 
-    def _checkout(self) -> _PooledConnection | None:
+    def _checkout(self) -> _Connection | None:
         """The most recently used idle connection that still looks alive, or None."""
         while True:
             with self._lock:
                 if not self._idle:
                     return None
-                pooled = self._idle.pop()
-            sock = pooled.http.sock
-            if sock is not None and not readable_now(sock):
-                return pooled
+                conn = self._idle.pop()
+            sock = conn.sock
+            if not (streams.readable_now(sock) if conn.tls
+                    else sock.idle_poll(0)):  # type: ignore[attr-defined]
+                return conn
             # EOF (or unexpected bytes) on an idle connection: the server closed it.
-            pooled.http.close()
+            conn.close()
 
-    def _checkin(self, pooled: _PooledConnection) -> None:
-        if pooled.http.sock is None:  # the reply said "Connection: close"
-            return
+    def _checkin(self, conn: _Connection) -> None:
         with self._lock:
-            if pooled.generation == self._generation and len(self._idle) < self.pool_size:
-                self._idle.append(pooled)
+            if conn.generation == self._generation and len(self._idle) < self.pool_size:
+                self._idle.append(conn)
                 return
-        pooled.http.close()
+        conn.close()
 
-    def _connect(self, deadline: Deadline) -> _PooledConnection:
-        """Open a connection (TCP, then TLS); every failure is a ``ConnectError``."""
+    def _connect(self, deadline: Deadline) -> _Connection:
+        """Open a connection (TCP, then TLS); every failure is a ``ConnectError`` (or a
+        ``CallTimeout`` when the call's deadline ran out first), never ``sent``."""
         if deadline.expired():
             raise timed_out_unsent(self.url, deadline)
-        timeout = max(deadline.cap(self.connect_timeout) or 0.0, 0.001)
-        conn: http.client.HTTPConnection
-        if self.scheme == "https":
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
-                                               context=self.ssl_context)
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        limit = max(deadline.cap(self.connect_timeout) or 0.0, 0.001)
         try:
-            conn.connect()
+            infos = [(family, kind, proto, address) for family, kind, proto, _, address
+                     in socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)]
+            sock = streams.open_connection(infos, limit, self.ssl_context, self.host)
         except OSError as error:  # refused, unreachable, DNS, timed out, TLS
-            conn.close()
-            raise connect_failed(self.url, error, timeout) from error
+            raise connect_error(self.url, error, limit, deadline,
+                                self.connect_timeout) from error
         with self._lock:
             generation = self._generation
-        return _PooledConnection(conn, generation)
+        return _Connection(sock, generation)
 
     # --- one exchange ---------------------------------------------------------------------
 
-    def _exchange(self, pooled: _PooledConnection, request: bytes, deadline: Deadline,
+    def _exchange(self, conn: _Connection, data: bytes, deadline: Deadline,
                   reused: bool) -> bytes:
-        """Send on ``pooled`` and read the reply; the connection goes back to the pool only
+        """Send on ``conn`` and read the reply; the connection goes back to the pool only
         after a complete, successful exchange, and is closed after anything else."""
-        conn = pooled.http
-        # Kept apart from conn.sock: http.client drops that as soon as a reply says
-        # "Connection: close", while the reply body is still to be read from this socket.
-        sock = conn.sock
-        response: http.client.HTTPResponse | None = None
         ok = False
         try:
             try:
-                sock.settimeout(deadline.socket_timeout())
-            except TimeoutError:
-                raise timed_out_unsent(self.url, deadline) from None
-            headers = dict(self._headers)
-            headers["Content-Type"] = "application/hprose"
-            try:
-                conn.request("POST", self.target, body=request, headers=headers)
-                sock.settimeout(deadline.socket_timeout())
-                response = conn.getresponse()
+                self._send(conn, data, deadline)
             except _STALE_ERRORS as error:
                 if reused:
                     raise _StaleConnection() from error
                 raise
-            body = self._read_reply(sock, response, deadline)
-            ok = True
+            try:
+                body, keep = read_reply(conn.recv, deadline, self.max_body, self.url)
+            except StaleReply as stale:
+                if reused:
+                    raise _StaleConnection() from stale.__cause__
+                raise TransportError("connection to %s closed by the server during the HTTP "
+                                     "call, without a reply" % self.url, url=self.url,
+                                     sent=True) from stale.__cause__
+            ok = keep
             return body
         except (_StaleConnection, CallTimeout, TransportError):
             raise
-        except (http.client.HTTPException, OSError) as error:
+        except OSError as error:
             raise call_failed(self.url, error, deadline, fresh=not reused,
                               what="HTTP call") from error
         finally:
             if ok:
-                self._checkin(pooled)
+                self._checkin(conn)
             else:
-                if response is not None:
-                    response.close()  # it may own the socket (after "Connection: close")
                 conn.close()
 
-    def _read_reply(self, sock: socket.socket, response: http.client.HTTPResponse,
-                    deadline: Deadline) -> bytes:
-        if response.status != 200:
-            # hprose's client raises HproseException('%d:%s'); a status is not an hprose
-            # reply, so ours is a plain TransportError (sent=True: the server got the request).
-            snippet = b""
+    def _send(self, conn: _Connection, data: bytes, deadline: Deadline) -> None:
+        """The whole request in one write, by the deadline."""
+        sock = conn.sock
+        if conn.tls:
             try:
                 sock.settimeout(deadline.socket_timeout())
-                snippet = response.read(200) if response.length != 0 else b""
-            except Exception:  # the status alone is the message; the snippet is a courtesy
-                pass
-            detail = (": " + snippet.decode("utf-8", "replace").strip()) if snippet else ""
-            raise TransportError("HTTP %d %s from %s%s" % (response.status, response.reason,
-                                                           self.url, detail[:300]),
-                                 url=self.url, sent=True)
-        declared = response.length
-        if declared is not None and declared > self.max_body:
-            raise TransportError("reply from %s declares %d bytes, more than max_body=%d; "
-                                 "not read" % (self.url, declared, self.max_body), url=self.url)
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            if (declared is not None and total >= declared) or response.isclosed():
-                break  # all read (a chunked reply closes itself after its last chunk)
-            want = _CHUNK if declared is None else min(_CHUNK, declared - total)
-            sock.settimeout(deadline.socket_timeout())
-            chunk = response.read(want)
-            if not chunk:
-                if declared is not None:
-                    raise TransportError("connection to %s closed after %d of %d reply bytes"
-                                         % (self.url, total, declared), url=self.url)
-                break
-            total += len(chunk)
-            if total > self.max_body:
-                raise TransportError("reply from %s exceeds max_body=%d bytes"
-                                     % (self.url, self.max_body), url=self.url)
-            chunks.append(chunk)
-        return b"".join(chunks)
+            except TimeoutError:
+                raise timed_out_unsent(self.url, deadline) from None
+            sock.sendall(data)
+            return
+        if deadline.expired():
+            raise timed_out_unsent(self.url, deadline)
+        try:
+            sent = sock.send(data, _DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        try:
+            streams.send_before(sock, memoryview(data)[sent:], deadline)
+        except streams.SendTimeout as late:
+            if not sent and not late.partial:
+                raise timed_out_unsent(self.url, deadline, "while sending") from None
+            raise CallTimeout("HTTP call to %s timed out after %s while sending"
+                              % (self.url, deadline.describe()), url=self.url,
+                              sent=True) from None
 
 
 class HttpClient(BaseClient):

@@ -1,29 +1,48 @@
 """One HTTP/1.1 server connection: keep-alive, every reply with a Content-Length.
 
-Built on ``http.server.BaseHTTPRequestHandler`` for the request line and headers; the body
-framing decisions are in ``framing.py``, the lifecycle (in-flight count, drain, shut-down
-connections) in ``transport.serving``.
+The request head is read with one ``recv`` into the connection's own buffer and parsed by
+``framing.py`` (not ``http.server``/``http.client``, whose email-package header parser was
+about half of a small call's CPU time); the body framing decisions are in ``framing.py`` too,
+the lifecycle (in-flight count, drain, shut-down connections) in ``transport.serving``.
+What a client sees is what ``http.server.BaseHTTPRequestHandler`` answered before: the same
+status lines, error pages and limits (414 for a request line over 65,536 bytes, 431 for a
+header line that long or more than 99 fields, 400/505 for a bad request line or version).
+
+A plain socket stays in blocking mode with kernel timeouts (``SO_RCVTIMEO``/``SO_SNDTIMEO``,
+set once per connection to ``idle_timeout``): one system call per receive and per send.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import socket
+import ssl
+import struct
 import threading
 import time
+from http import server as _stdlib
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 from ..connection import Connection
-from .framing import (CHUNKED, Refusal, body_framing, chunk_size, make_environ,
-                      response_head)
+from .framing import (CHUNKED, MAX_HEADERS, MAX_LINE, Headers, Refusal, body_framing, chunk_size,
+                      environ_base, http_date, parse_field_block, parse_fields,
+                      parse_request_line, request_environ, response_head)
 
 if TYPE_CHECKING:
     from .server import HttpServer
 
 _log = logging.getLogger("hprose_cluster.transport.http")
+_DEBUG = logging.DEBUG
 
 _CHUNK = 64 * 1024
+_MAX_READ = 1024 * 1024
+_RESPONSES = BaseHTTPRequestHandler.responses
+# the error page http.server writes (not in its typing stubs)
+DEFAULT_ERROR_MESSAGE: str = getattr(_stdlib, "DEFAULT_ERROR_MESSAGE")
+DEFAULT_ERROR_CONTENT_TYPE: str = getattr(_stdlib, "DEFAULT_ERROR_CONTENT_TYPE")
+_TIMEVAL = struct.Struct("@ll").pack
 
 # What an HTTP request can start with: a method's token characters, or the empty line
 # RFC 9112 lets a client send before the request line.
@@ -45,24 +64,62 @@ class HttpConnectionState:
         self.abandoned = False
 
 
-class RequestHandler(BaseHTTPRequestHandler):
+class _Refused(Exception):
+    """Internal: answer this status and close (``code``, ``message``, ``explain``)."""
+
+    def __init__(self, refusal: Refusal):
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+class RequestHandler:
+    """Serves one connection until it ends (``__init__`` runs it, as ``http.server``'s
+    handlers do).  ``command``, ``path``, ``request_version`` and ``headers`` describe the
+    current request; a subclass may override ``_serve_request`` (the WebSocket upgrade)."""
+
     protocol_version = "HTTP/1.1"
-    default_request_version = "HTTP/1.0"  # so even a garbled request line gets a status line
     server_version = "hprose-cluster"
-    sys_version = ""
-    disable_nagle_algorithm = False  # the lifecycle already set TCP_NODELAY
-    server: "HttpServer"
 
     def __init__(self, conn: Connection, server: "HttpServer"):
         self.conn = conn
+        self.server = server
         self.state: HttpConnectionState = conn.protocol
         self.serving = server._serving
-        super().__init__(conn.sock, conn.peer, server)  # type: ignore[arg-type]
+        self.connection: socket.socket = conn.sock
+        self.client_address = conn.peer
+        self.command = ""
+        self.path = ""
+        self.request_version = "HTTP/1.0"
+        self.headers = Headers()
+        self.close_connection = True
+        self._buf = b""
+        self._environ: dict[str, Any] | None = None
+        self._setup()
+        self.handle()
 
-    def setup(self) -> None:
-        super().setup()
-        # an idle keep-alive connection is closed after idle_timeout
-        self.connection.settimeout(self.server.idle_timeout)
+    def _setup(self) -> None:
+        """An idle keep-alive connection is closed after idle_timeout (and a client that
+        reads no reply for that long is dropped)."""
+        sock = self.connection
+        idle = self.server.idle_timeout
+        if isinstance(sock, ssl.SSLSocket):
+            sock.settimeout(idle)
+            return
+        sock.settimeout(None)
+        value = _TIMEVAL(int(idle), int((idle - int(idle)) * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+    def hand_over(self) -> bytes:
+        """Give the socket up (an upgraded connection): its kernel timeouts cleared, and
+        the bytes already received past the request head."""
+        sock = self.connection
+        if not isinstance(sock, ssl.SSLSocket):
+            none = _TIMEVAL(0, 0)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, none)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, none)
+        data, self._buf = self._buf, b""
+        return data
 
     # --- the connection loop --------------------------------------------------------------
 
@@ -71,7 +128,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         while self.serving.keep_open(self.conn):
             try:
                 self.handle_one_request()
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
                 _log.debug("%s: connection idle or stalled for %ss; closed",
                            self.address_string(), self.server.idle_timeout)
                 return
@@ -84,32 +141,14 @@ class RequestHandler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         self.close_connection = True
         self.command = ""
-        self.request_version = self.default_request_version
-        first = self.rfile.peek(1)[:1]  # type: ignore[attr-defined]  # a BufferedReader
-        if first and first[0] not in _REQUEST_START:
-            # Not HTTP (a hprose TCP frame starts with a zero byte): answer now rather than
-            # wait for the line end that never comes, so the peer learns at once.
-            self.requestline = ""
-            self.send_error(400, "Not an HTTP request")
+        self.request_version = "HTTP/1.0"
+        try:
+            if not self._read_head():
+                return  # the client closed the connection
+        except _Refused as refused:
+            self.send_error(*refused.refusal)
             self._linger()
             return
-        self.raw_requestline = self.rfile.readline(65537)
-        if not self.raw_requestline:
-            return  # the client closed the connection
-        if len(self.raw_requestline) > 65536:
-            self.requestline = ""
-            self.send_error(414)
-            self._linger()
-            return
-        if len(self.raw_requestline.split()) != 3:
-            # HTTP/0.9 ("GET /") and junk: refuse rather than guess.
-            self.requestline = self.raw_requestline.decode("iso-8859-1").rstrip("\r\n")
-            self.send_error(400, "Bad request line")
-            self._linger()
-            return
-        if not self.parse_request():
-            self._linger()
-            return  # parse_request answered (400, 431, 505, ...)
         if not self.serving.request_started(self.conn):
             return  # stopping: close without a reply; the request was not executed
         try:
@@ -117,11 +156,167 @@ class RequestHandler(BaseHTTPRequestHandler):
         finally:
             self.serving.request_finished(self.conn)
 
-    def handle_expect_100(self) -> bool:
-        """Refuse an oversized body before inviting the client to send it."""
-        if self._body_framing() is None:
-            return False
-        return super().handle_expect_100()
+    # --- reading --------------------------------------------------------------------------
+
+    def _more(self) -> bytes:
+        """One receive; b"" at the end of the stream."""
+        data = self.connection.recv(_CHUNK)
+        if data:
+            self._buf += data
+        return data
+
+    def _read_head(self) -> bool:
+        """Read and parse the request line and header fields; False when the client closed
+        the connection before a request.  Raises ``_Refused``."""
+        buf = self._buf
+        if not buf:
+            buf = self._buf = self.connection.recv(_CHUNK)
+            if not buf:
+                return False
+        if buf[0] not in _REQUEST_START:
+            # Not HTTP (a hprose TCP frame starts with a zero byte): answer now rather than
+            # wait for the line end that never comes, so the peer learns at once.
+            raise _Refused(Refusal(400, "Not an HTTP request"))
+        end = buf.find(b"\r\n\r\n")
+        if 0 <= end < MAX_LINE and buf.count(b"\n", 0, end) == buf.count(b"\r\n", 0, end):
+            # the common case: the whole head, CRLF throughout, short lines
+            first = buf.find(b"\r\n")
+            request = parse_request_line(buf[:first])
+            if first < end:
+                block = buf[first + 2:end + 2].decode("iso-8859-1")
+                headers = parse_field_block(block, block.count("\r\n"))
+            else:
+                headers = Headers()
+            self._buf = buf[end + 4:]
+        else:
+            lines = self._read_head_lines()
+            request = parse_request_line(lines[0])
+            headers = parse_fields(lines[1:])
+        if isinstance(request, Refusal):
+            raise _Refused(request)
+        self.command, self.path, self.request_version, keep_alive = request
+        if isinstance(headers, Refusal):
+            raise _Refused(headers)
+        self.headers = headers
+        index = headers._index
+        connection = index.get("connection")
+        if connection is not None and connection[0].lower() == "close":
+            self.close_connection = True
+        elif keep_alive or (connection is not None and connection[0].lower() == "keep-alive"):
+            self.close_connection = False
+        expect = index.get("expect")
+        if expect is not None and expect[0].lower() == "100-continue" \
+                and self.request_version >= "HTTP/1.1":
+            if self._body_framing() is None:
+                raise _Refused(Refusal(0, ""))  # already answered
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return True
+
+    def _read_head_lines(self) -> list[bytes]:
+        """The head line by line (LF or CRLF line ends; at the end of the stream, what came),
+        with the limits; the request line is checked as soon as it is in."""
+        lines: list[bytes] = []
+        pos = 0
+        while True:
+            newline = self._buf.find(b"\n", pos)
+            if newline < 0:
+                if len(self._buf) - pos >= MAX_LINE:
+                    raise _Refused(Refusal(414, "Request-URI Too Long") if not lines else
+                                   Refusal(431, "Line too long"))
+                if self._more():
+                    continue
+                line, end = self._buf[pos:], len(self._buf)  # the stream ended: what came
+            else:
+                if newline + 1 - pos > MAX_LINE:
+                    raise _Refused(Refusal(414, "Request-URI Too Long") if not lines else
+                                   Refusal(431, "Line too long"))
+                line, end = self._buf[pos:newline], newline + 1
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+            pos = end
+            if not lines:
+                request = parse_request_line(line)
+                if isinstance(request, Refusal):
+                    raise _Refused(request)
+            elif not line:
+                break
+            lines.append(line)
+            if len(lines) > MAX_HEADERS + 1:
+                raise _Refused(Refusal(431, "Too many headers"))
+            if end == len(self._buf) and newline < 0:
+                break
+        self._buf = self._buf[pos:]
+        return lines
+
+    def _read_body(self, length: int) -> bytes | None:
+        """Read exactly ``length`` bytes, so memory follows what actually arrives; None when
+        the client went away first."""
+        buf = self._buf
+        if len(buf) >= length:
+            self._buf = buf[length:]
+            return buf[:length]
+        chunks = [buf]
+        remaining = length - len(buf)
+        self._buf = b""
+        recv = self.connection.recv
+        while remaining > 0:
+            chunk = recv(min(remaining, _MAX_READ))
+            if not chunk:
+                _log.debug("%s: body ended after %d of %d bytes", self.address_string(),
+                           length - remaining, length)
+                self.close_connection = True
+                return None
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+
+    def _readline(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes, up to and including a LF; less at the end of the stream."""
+        while True:
+            newline = self._buf.find(b"\n", 0, limit)
+            if newline >= 0:
+                line, self._buf = self._buf[:newline + 1], self._buf[newline + 1:]
+                return line
+            if len(self._buf) >= limit or not self._more():
+                line, self._buf = self._buf[:limit], self._buf[limit:]
+                return line
+
+    def _read_chunked_body(self) -> bytes | None:
+        """Read a chunked body (RFC 9112 7.1) of at most ``max_body`` bytes.  None after
+        answering 400/413, or when the client went away; the connection is then finished."""
+        chunks = []
+        total = 0
+        while True:
+            line = self._readline(1026)
+            if not line:
+                self.close_connection = True
+                return None
+            size = chunk_size(line)
+            if size is None:
+                return self._refuse(400, "Bad chunk size line")
+            if size == 0:
+                break
+            total += size
+            if total > self.server.max_body:
+                return self._refuse(413, "Payload Too Large",
+                                    "The chunked body is larger than the limit of %d bytes."
+                                    % self.server.max_body)
+            data = self._read_body(size)
+            if data is None:
+                return None
+            chunks.append(data)
+            if self._readline(3) not in (b"\r\n", b"\n"):
+                return self._refuse(400, "Chunk not followed by CRLF")
+        for _ in range(64):  # trailer fields, ignored
+            line = self._readline(8194)
+            if not line:
+                self.close_connection = True
+                return None
+            if line in (b"\r\n", b"\n"):
+                return b"".join(chunks)
+            if not line.endswith(b"\n"):
+                break
+        return self._refuse(400, "Bad or too many trailer fields")
 
     # --- one request ----------------------------------------------------------------------
 
@@ -140,93 +335,68 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.send_error(501, "Unsupported method (%r)" % self.command)
             self._linger()
             return
-        framing = self._body_framing()
+        index = self.headers._index
+        lengths = index.get("content-length")
+        framing: int | str | None = None
+        if lengths is not None and len(lengths) == 1 and "transfer-encoding" not in index:
+            length = lengths[0]
+            if length.isdigit() and length.isascii() and len(length) <= 20 \
+                    and int(length) <= self.server.max_body:
+                framing = int(length)  # the common case: one plain Content-Length
         if framing is None:
-            self._linger()  # the body is left unread: this connection is finished
-            return
+            framing = self._body_framing()
+            if framing is None:
+                self._linger()  # the body is left unread: this connection is finished
+                return
         if framing == CHUNKED:
             body = self._read_chunked_body()
         else:
             assert isinstance(framing, int)
-            body = self._read_body(framing)
+            if len(self._buf) >= framing:
+                body, self._buf = self._buf[:framing], self._buf[framing:]
+            else:
+                body = self._read_body(framing)
         if body is None:
             return
         try:
-            environ = make_environ(
-                method=self.command, target=self.path, version=self.request_version,
-                headers=self.headers.items(), content_type=self.headers.get("Content-Type", ""),
-                body=body, server_address=self.server.address,
-                client_address=self.client_address, scheme=self.server.scheme,
-                server=self.server)
-            status, headers, parts = self.server.handle(environ)
-            code_text, _, reason = str(status).partition(" ")
-            code = int(code_text)
-            payload = b"".join(p.encode("utf-8") if isinstance(p, str) else bytes(p)
-                               for p in parts)
+            base = self._environ
+            if base is None:
+                base = self._environ = environ_base(self.server.address, self.client_address,
+                                                    self.server.scheme, self.server)
+            headers = self.headers
+            content_type = headers._index.get("content-type")
+            environ = request_environ(base, self.command, self.path, self.request_version,
+                                      headers._items, content_type[0] if content_type else "",
+                                      body)
+            status, reply_headers, parts = self.server.handle(environ)
+            if status == "200 OK":
+                code, reason = 200, "OK"
+            else:
+                code_text, _, reason = str(status).partition(" ")
+                code = int(code_text)
+            payload = parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(
+                p.encode("utf-8") if isinstance(p, str) else bytes(p) for p in parts)
         except Exception:
             _log.exception("%s: %s %s failed in the hprose service", self.address_string(),
                            self.command, self.path)
             self.send_error(500)
             return
-        self._send(code, reason, headers, payload)
-
-    def _read_body(self, length: int) -> bytes | None:
-        """Read exactly ``length`` bytes in chunks, so memory follows what actually arrives."""
-        chunks = []
-        remaining = length
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, 1024 * 1024))
-            if not chunk:
-                _log.debug("%s: body ended after %d of %d bytes", self.address_string(),
-                           length - remaining, length)
-                self.close_connection = True
-                return None
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
-
-    def _read_chunked_body(self) -> bytes | None:
-        """Read a chunked body (RFC 9112 7.1) of at most ``max_body`` bytes.  None after
-        answering 400/413, or when the client went away; the connection is then finished."""
-        chunks = []
-        total = 0
-        while True:
-            line = self.rfile.readline(1026)
-            if not line:
-                self.close_connection = True
-                return None
-            size = chunk_size(line)
-            if size is None:
-                return self._refuse(400, "Bad chunk size line")
-            if size == 0:
-                break
-            total += size
-            if total > self.server.max_body:
-                return self._refuse(413, "Payload Too Large",
-                                    "The chunked body is larger than the limit of %d bytes."
-                                    % self.server.max_body)
-            data = self._read_body(size)
-            if data is None:
-                return None
-            chunks.append(data)
-            if self.rfile.readline(3) not in (b"\r\n", b"\n"):
-                return self._refuse(400, "Chunk not followed by CRLF")
-        for _ in range(64):  # trailer fields, ignored
-            line = self.rfile.readline(8194)
-            if not line:
-                self.close_connection = True
-                return None
-            if line in (b"\r\n", b"\n"):
-                return b"".join(chunks)
-            if not line.endswith(b"\n"):
-                break
-        return self._refuse(400, "Bad or too many trailer fields")
+        self._send(code, reason, reply_headers, payload)
 
     def _refuse(self, code: int, message: str, explain: str | None = None) -> bytes | None:
         """Answer an error status, close politely; None, for ``return self._refuse(...)``."""
         self.send_error(code, message, explain)
         self._linger()
         return None
+
+    # --- writing --------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        self.connection.sendall(data)
+
+    def write(self, data: bytes) -> None:
+        """Write raw bytes (the WebSocket upgrade's reply)."""
+        self._write(data)
 
     def _send(self, code: int, reason: str, headers: list[tuple[str, str]],
               payload: bytes) -> None:
@@ -236,21 +406,41 @@ class RequestHandler(BaseHTTPRequestHandler):
         head = response_head(self.protocol_version, code, reason, headers, len(payload),
                              close=self.close_connection,
                              keep_alive_10=self.request_version == "HTTP/1.0",
-                             server=self.version_string(), date=self.date_time_string())
+                             server=self.server_version, date=http_date())
         with self.state.write_lock:
             if self.state.abandoned:
                 self.close_connection = True
                 return
-            self.wfile.write(head if self.command == "HEAD" else head + payload)
-        self.log_request(code, len(payload))
+            self.connection.sendall(head if self.command == "HEAD" else head + payload)
+        if _log.isEnabledFor(_DEBUG):
+            self.log_message('"%s %s %s" %s %s', self.command, self.path, self.request_version,
+                             code, len(payload))
 
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:
+        """An error reply, as ``http.server`` writes it, with ``Connection: close``."""
+        if not code:
+            return  # answered already
         with self.state.write_lock:
             if self.state.abandoned:
                 self.close_connection = True
                 return
-            super().send_error(code, message, explain)
+            short, long = _RESPONSES.get(code, ("???", "???"))
+            message = short if message is None else message
+            explain = long if explain is None else explain
+            self.log_message("code %d, message %s", code, message)
+            self.close_connection = True
+            head = "%s %d %s\r\nServer: %s\r\nDate: %s\r\nConnection: close\r\n" % (
+                self.protocol_version, code, message, self.server_version, http_date())
+            body = b""
+            if code >= 200 and code not in (204, 205, 304):
+                body = (DEFAULT_ERROR_MESSAGE % {
+                    "code": code, "message": html.escape(message, quote=False),
+                    "explain": html.escape(explain, quote=False)}).encode("utf-8", "replace")
+                head += "Content-Type: %s\r\nContent-Length: %d\r\n" % (
+                    DEFAULT_ERROR_CONTENT_TYPE, len(body))
+            data = (head + "\r\n").encode("latin-1", "replace")
+            self._write(data if self.command == "HEAD" else data + body)
 
     def _linger(self) -> None:
         """Close politely after an error reply sent without reading the request body.
@@ -261,7 +451,6 @@ class RequestHandler(BaseHTTPRequestHandler):
         """
         self.close_connection = True
         try:
-            self.wfile.flush()
             socket.socket.shutdown(self.connection, socket.SHUT_WR)
             self.connection.settimeout(0.5)
             deadline = time.monotonic() + 1.0
@@ -273,6 +462,9 @@ class RequestHandler(BaseHTTPRequestHandler):
                 discarded += len(data)
         except (OSError, ValueError):
             pass
+
+    def address_string(self) -> str:
+        return str(self.client_address[0]) if self.client_address else "local"
 
     def version_string(self) -> str:
         return self.server_version

@@ -33,7 +33,7 @@ from ...deadline import Deadline
 from ...errors import CallTimeout, ConfigError, ConnectError, FrameError, TransportError
 from .. import framing, streams
 from ..base import BaseClient
-from ..errors import call_failed, connect_failed, timed_out_unsent
+from ..errors import call_failed, connect_error, timed_out_unsent
 from .duplex import DeadConnection, FullDuplexConnection
 from .pool import ConnectionPool
 
@@ -151,6 +151,12 @@ class TcpTransport:
     def round_trip(self, request: bytes, deadline: Deadline) -> bytes:
         """Send one request and return its reply body (see ``Transport.round_trip``)."""
         if self.full_duplex:
+            conn = self._fd_conn
+            if conn is not None and not conn.dead:
+                try:
+                    return conn.call(request, deadline)
+                except DeadConnection:  # it broke before our request went out
+                    pass
             return self._full_duplex_round_trip(request, deadline)
         length = len(request)
         if length > framing.LENGTH_MASK:
@@ -205,13 +211,9 @@ class TcpTransport:
                 self.pool.discard(sock)
 
     def _full_duplex_round_trip(self, request: bytes, deadline: Deadline) -> bytes:
-        conn = self._fd_conn
-        if conn is not None and not conn.dead:
-            try:
-                return conn.call(request, deadline)
-            except DeadConnection:
-                if deadline.expired():
-                    raise timed_out_unsent(self.url, deadline) from None
+        """A call on a new (or newly made) shared connection."""
+        if deadline.expired():
+            raise timed_out_unsent(self.url, deadline)
         for _ in range(3):
             try:
                 return self._full_duplex_connection(deadline).call(request, deadline)
@@ -268,29 +270,11 @@ class TcpTransport:
         except OSError as error:
             raise ConnectError("cannot resolve hprose server %s: %s" % (self.url, error),
                                url=self.url) from error
-        last: OSError | None = None
-        for family, kind, proto, address in infos:
-            sock: socket.socket = streams.TimedSocket(family, kind, proto)
-            try:
-                sock.settimeout(limit)
-                sock.connect(address)
-                if family in (socket.AF_INET, socket.AF_INET6):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if self.ssl_context is not None:
-                    sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
-                else:
-                    sock.watch()  # type: ignore[attr-defined]
-                sock.settimeout(None)
-                return sock
-            except OSError as error:  # includes timeouts and ssl errors
-                last = error
-                sock.close()
-        assert last is not None
-        if isinstance(last, TimeoutError) and limit is not None and (
-                self.connect_timeout is None or limit < self.connect_timeout):
-            # the call's deadline, not connect_timeout, ran out: a timeout (nothing was sent)
-            raise timed_out_unsent(self.url, deadline, "while connecting") from last
-        raise connect_failed(self.url, last, limit) from last
+        try:
+            return streams.open_connection(infos, limit, self.ssl_context, self.host)
+        except OSError as error:
+            raise connect_error(self.url, error, limit, deadline,
+                                self.connect_timeout) from error
 
     # --- half duplex ----------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ __all__ = ["DeadConnection", "FullDuplexConnection"]
 _clock = time.monotonic
 _word_from = int.from_bytes
 _new_lock = threading.Lock
+_new = object.__new__
 _DONTWAIT = socket.MSG_DONTWAIT
 _FULL = framing.FULL_DUPLEX_BIT
 _MASK = framing.LENGTH_MASK
@@ -85,6 +86,7 @@ class FullDuplexConnection:
         self._ids = itertools.count(1)
         self._reading = False  # some thread holds the reader role
         self._decoder = framing.FrameDecoder(max_frame)
+        self._empty = True  # the decoder holds nothing (kept by the reader role's holder)
 
     # --- one call ------------------------------------------------------------------------
 
@@ -105,14 +107,16 @@ class FullDuplexConnection:
                 raise CallTimeout("hprose TCP call to %s timed out after %s waiting to send "
                                   "(the server is not reading)"
                                   % (self.url, deadline.describe()), url=self.url, sent=False)
-        call = _PendingCall()
+        call = _new(_PendingCall)  # no __init__ call on the hot path
+        call.reply = call.error = call.waker = None
         try:
             while True:
                 with self._lock:
                     if self.dead:
                         raise DeadConnection()
                     if self._pending or self._reading or not (
-                            self._input_waiting() if self.tls else self.sock.idle_poll(0)):  # type: ignore[attr-defined]
+                            self._input_waiting() if self.tls
+                            else self.sock.idle_poll(0)):  # type: ignore[attr-defined]
                         request_id = next(self._ids) & 0xFFFFFFFF
                         while request_id in self._pending or request_id == 0:
                             request_id = next(self._ids) & 0xFFFFFFFF
@@ -217,10 +221,11 @@ class FullDuplexConnection:
         sock = self.sock
         try:
             while call.reply is None and call.error is None:
-                empty = not decoder.buffered
+                empty = self._empty
                 if not empty:
                     frame = decoder.next_frame()
                     if frame is not None:
+                        self._empty = not decoder.buffered
                         self._deliver(frame.request_id, frame.body)
                         continue
                     data = self._recv(at, decoder.wanted())
@@ -251,6 +256,7 @@ class FullDuplexConnection:
                                 call.reply = data[8:]
                         continue
                 decoder.feed(data)
+                self._empty = False
         except TimeoutError:
             timed_out = True
         except framing.OversizedFrame as error:
@@ -330,6 +336,7 @@ class FullDuplexConnection:
                 if not data:
                     self._decoder.closed()
                 self._decoder.feed(data)
+                self._empty = False
                 frame = self._decoder.next_frame()
                 while frame is not None:
                     self._deliver(frame.request_id, frame.body)
@@ -349,6 +356,7 @@ class FullDuplexConnection:
             self._fail(TransportError("hprose TCP connection to %s closed while idle: %s"
                                       % (self.url, error), url=self.url, sent=False), error)
         finally:
+            self._empty = not self._decoder.buffered
             self._pass_role()
 
     # --- failing and closing ---------------------------------------------------------------

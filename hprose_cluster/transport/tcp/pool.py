@@ -61,6 +61,7 @@ class ConnectionPool:
 
     def acquire(self, deadline: Deadline) -> socket.socket:
         """A connection for one call: an idle one, a new one, or the next one released."""
+        waiter: _Waiter | None
         while True:
             waiter: _Waiter | None
             with self._lock:

@@ -6,8 +6,9 @@ mode is decided per frame, as the Go server does (``transport.framing``):
 * a half-duplex request is executed on the connection's thread, so that connection's
   requests are answered one at a time, in order (what a Go client expects);
 * a full-duplex request is answered with its id, possibly out of order.  It is executed on
-  the connection's thread too when nothing else of that connection is running and no other
-  frame is already waiting (one calling thread: no hand-off between threads at all); if it
+  the connection's thread too when nothing else of that connection is running, no other
+  frame is already waiting and none overlapped for ``CONCURRENT_WINDOW`` (one calling
+  thread: no hand-off between threads at all); if it
   is still running one tick later, a worker takes over reading that connection meanwhile
   (``inline.py``), so the requests behind it are not held up.  Otherwise it goes to the
   lifecycle's bounded worker pool, at most ``max_pending`` per connection before that
@@ -40,6 +41,7 @@ logger = logging.getLogger("hprose_cluster.transport.tcp")
 __all__ = ["TcpContext", "TcpConnectionState", "TcpProtocol"]
 
 _clock = time.monotonic
+_new = object.__new__
 _pack_word = struct.Struct(">I").pack
 _word_from = int.from_bytes
 _DONTWAIT = socket.MSG_DONTWAIT
@@ -47,6 +49,12 @@ _FULL = framing.FULL_DUPLEX_BIT
 _MASK = framing.LENGTH_MASK
 _RECV_CHUNK = streams.RECV_CHUNK
 _MAX_RECV = 1024 * 1024
+
+CONCURRENT_WINDOW = 0.05
+"""A connection whose full-duplex requests overlapped (one arrived while another ran, or
+behind another) has its requests handed to workers for this long after: several callers
+share it, and executing one on the reader's thread would hold up the others' replies
+(8 calling threads: 25 % fewer calls per second)."""
 
 
 class TcpContext:
@@ -68,13 +76,14 @@ class TcpConnectionState:
 
     ``io``: the stream replies are written to (the socket, or ``SslIo``); ``send_lock``
     serialises replies; ``outstanding`` counts full-duplex requests handed to workers, and
-    ``helped`` says a helper is reading (``inline.py``), both under ``cond``.  ``decoder`` and the socket are read
-    by the connection's thread, or by the helper while ``inline_since`` is set (then under
-    ``read_lock``).  ``failure``: what ended the connection while the helper was reading.
+    ``helped`` says a helper is reading (``inline.py``), both under ``cond``.  ``decoder``
+    and the socket are read by the connection's thread, or by the helper while
+    ``inline_since`` is set (then under ``read_lock``).  ``failure``: what ended the
+    connection while the helper was reading.
     """
 
     __slots__ = ("conn", "io", "send_lock", "cond", "outstanding", "closed", "decoder",
-                 "read_lock", "inline_since", "helped", "fed", "failure")
+                 "read_lock", "inline_since", "helped", "fed", "failure", "concurrent_until")
 
     def __init__(self, conn: Connection, io: streams.ByteStream, max_frame: int):
         self.conn = conn
@@ -88,6 +97,7 @@ class TcpConnectionState:
         self.inline_since = 0.0  # when the full-duplex request running inline began
         self.helped = False  # a helper reads (or is about to) while a request runs inline
         self.fed = False  # the helper fed the decoder
+        self.concurrent_until = 0.0  # full-duplex requests overlapped recently: no inline
         self.failure: BaseException | None = None
 
 
@@ -158,7 +168,10 @@ class TcpProtocol(ConnectionHandler):
                             continue
                         length = word & _MASK
                         if word & _FULL and length + 8 == size and length <= max_frame:
-                            if state.outstanding:
+                            if state.outstanding or (state.concurrent_until
+                                                     and _clock() < state.concurrent_until):
+                                if state.outstanding:
+                                    state.concurrent_until = _clock() + CONCURRENT_WINDOW
                                 done = not self.dispatch(conn, state, framing.Frame(
                                     data[8:], _word_from(data[4:8], "big")))
                             else:
@@ -191,7 +204,10 @@ class TcpProtocol(ConnectionHandler):
             if frame.request_id is None:
                 if not self.answer_half_duplex(conn, state, frame.body, context):
                     return
-            elif not empty or state.outstanding:
+            elif not empty or state.outstanding or (state.concurrent_until
+                                                    and _clock() < state.concurrent_until):
+                if not empty or state.outstanding:
+                    state.concurrent_until = _clock() + CONCURRENT_WINDOW
                 if not self.dispatch(conn, state, frame):
                     return
             else:
@@ -275,7 +291,11 @@ class TcpProtocol(ConnectionHandler):
         if not serving.request_started(conn):
             return None
         try:
-            reply = server._handle(body, TcpContext(server, conn.peer, request_id))
+            context = _new(TcpContext)  # no __init__ call: one per request, on the hot path
+            context.server = server
+            context.peer = conn.peer
+            context.request_id = request_id
+            reply = server._handle(body, context)
             length = len(reply)
             if length > _MASK:
                 raise ValueError("hprose frame body too large: %d bytes" % length)

@@ -47,23 +47,6 @@ def _wants_websocket(handler: RequestHandler) -> bool:
     return "websocket" in upgrade
 
 
-def _take_buffered(handler: RequestHandler) -> bytes:
-    """Bytes the handler's buffered reader already holds past the request head (a client
-    that sent its first frame with the handshake), without waiting for more."""
-    sock = handler.connection
-    try:
-        sock.setblocking(False)
-        try:
-            data = handler.rfile.peek(1 << 16)  # type: ignore[attr-defined]
-        finally:
-            sock.setblocking(True)
-        if data:
-            return handler.rfile.read(len(data))
-    except (OSError, ValueError):
-        pass
-    return b""
-
-
 class _UpgradingHandler(RequestHandler):
     """The HTTP handler, plus: a WebSocket upgrade request is answered here (101, or an
     error status) and the connection becomes a ``Session`` (``upgraded``), still within the
@@ -82,13 +65,12 @@ class _UpgradingHandler(RequestHandler):
         with self.state.write_lock:
             if self.state.abandoned:
                 return
-            self.wfile.write(response.serialize())
-            self.wfile.flush()
+            self.write(response.serialize())
         if response.status_code != 101:
             _log.info("%s: WebSocket upgrade refused (%d): %s", self.address_string(),
                       response.status_code, handshake.handshake_exc)
             return
-        early = _take_buffered(self)
+        early = self.hand_over()  # what the client sent with the handshake, if anything
         frames = ServerProtocol(state=OPEN, max_size=self.server.max_message,
                                 logger=PROTOCOL_LOG)
         session = Session(self.server, self.serving, self.conn, Channel(frames), self.path,

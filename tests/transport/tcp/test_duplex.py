@@ -19,7 +19,8 @@ from tests.support.tcp import make_server
 pytestmark = pytest.mark.timeout(60)
 
 
-def _run(results: dict, key: str, func, *args, **options) -> threading.Thread:  # type: ignore[no-untyped-def]
+def _run(results: dict, key: str, func,  # type: ignore[no-untyped-def]
+         *args, **options) -> threading.Thread:
     def body() -> None:
         try:
             results[key] = func(*args, **options)
