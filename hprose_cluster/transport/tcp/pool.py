@@ -63,7 +63,6 @@ class ConnectionPool:
         """A connection for one call: an idle one, a new one, or the next one released."""
         waiter: _Waiter | None
         while True:
-            waiter: _Waiter | None
             with self._lock:
                 if self._waiters:
                     waiter = _Waiter()
