@@ -131,7 +131,8 @@ def test_a_stop_revokes_the_record_before_the_workers_drain(start, etcd, domain,
                 gone_at = now
             if worker_exit is None and worker not in server.worker_pids():
                 worker_exit = now
-                assert gone_at is not None, "the worker stopped while still registered"
+                assert gone_at is not None, ("the worker stopped while still registered; "
+                                             "log:\n" + server.log())
             time.sleep(0.01)
         caller.join(30)
     assert gone_at is not None and worker_exit is not None and gone_at <= worker_exit

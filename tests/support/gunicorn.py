@@ -4,6 +4,7 @@ hprose-cluster hooks, for tests: its master, workers and keeper are found throug
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -107,7 +108,11 @@ class Gunicorn:
         return self.log_path.read_text(errors="replace")
 
     def worker_pids(self) -> list[int]:
-        return [pid for pid, cmd in children(self.proc.pid) if "--ready-fd" not in cmd]
+        """The live workers: children gunicorn logged booting.  Not "every child but the
+        keeper": between its fork and its exec the keeper has the master's command line,
+        so under load it could pass for a worker."""
+        booted = {int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", self.log())}
+        return [pid for pid, _ in children(self.proc.pid) if pid in booted]
 
     def keeper_pids(self) -> list[int]:
         return [pid for pid, cmd in children(self.proc.pid) if "--ready-fd" in cmd]
