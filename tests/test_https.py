@@ -11,7 +11,6 @@ the call raises NoServerAvailable chained from that ConnectError, whose message 
 from __future__ import annotations
 
 import functools
-import ssl
 from typing import Any, Callable
 
 import pytest
