@@ -14,7 +14,7 @@ from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, FrameE
 from hprose_cluster.transport.tcp import TcpClient, TcpServer, TcpTransport, parse_tcp_url
 
 from tests.support.cluster_procs import has_ipv6_loopback
-from tests.support.tcp import free_port, make_server
+from tests.support.tcp import free_port, make_server, restarted
 from tests.support.threads import run_in_threads
 
 pytestmark = pytest.mark.timeout(60)
@@ -184,17 +184,10 @@ def _catch(func, *args):  # type: ignore[no-untyped-def]
 def test_idle_connection_dropped_by_server_is_replaced() -> None:
     server = make_server()
     server.start(block=False)
-    port = server.address[1]  # type: ignore[index]
     with TcpClient(server.url, timeout=5) as client:
         assert client.hello("a") == "Hello a"
-        server.stop()
-        again = make_server()
-        again.port = port
-        again.start(block=False)
-        try:
+        with restarted(server):
             assert client.hello("b") == "Hello b"
-        finally:
-            again.stop()
 
 
 def test_oversized_reply_is_frame_error() -> None:
