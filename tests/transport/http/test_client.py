@@ -16,6 +16,7 @@ import pytest
 from hprose.common import HproseException
 
 from hprose_cluster.deadline import Deadline
+from hprose_cluster.embedded import free_port
 from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, TransportError
 from hprose_cluster.transport.http import HttpClient, HttpServer, HttpTransport
 
@@ -265,11 +266,7 @@ def test_eight_threads_share_one_client(server: HttpServer) -> None:
 
 
 def test_refused_port_is_connect_error_not_sent() -> None:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    url = "http://127.0.0.1:%d/" % port
+    url = "http://127.0.0.1:%d/" % free_port()
     with HttpClient(url) as client:
         with pytest.raises(ConnectError) as info:
             client.hello("nobody")

@@ -18,6 +18,7 @@ import pytest
 from hprose.common import HproseException
 from hprose.io import HproseReader, HproseWriter
 
+from hprose_cluster.embedded import free_port
 from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, FrameError, \
     TransportError
 from hprose_cluster.transport.websocket import DRAIN_CLOSE, WebSocketClient, WebSocketTransport
@@ -137,9 +138,7 @@ def test_16_threads_answered_out_of_order_on_one_connection() -> None:
 
 
 def test_connect_failures_are_connect_errors() -> None:
-    probe = socket.create_server(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     with pytest.raises(ConnectError) as refused:
         WebSocketClient("ws://127.0.0.1:%d/" % port, timeout=2).hello("x")
     assert refused.value.sent is False and str(port) in str(refused.value)
