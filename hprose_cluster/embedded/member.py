@@ -251,11 +251,8 @@ class EmbeddedEtcd:
         self._forget()
 
     def pause(self) -> None:
-        """SIGSTOP: the server keeps its sockets but answers nothing (a hung etcd).
-
-        Returns once the kernel shows the process stopped: a signal is delivered
-        asynchronously, and a request sent right after ``kill()`` could still be answered.
-        """
+        """SIGSTOP: the server keeps its sockets but answers nothing (a hung etcd); returns
+        once the kernel shows the process stopped (see ``child.wait_for_state``)."""
         proc = self._require_running("pause")
         child.signal_group(proc, signal.SIGSTOP)
         self._paused = True
