@@ -4,7 +4,6 @@ hang (their function waits until the test ends)."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import Iterator
@@ -12,6 +11,7 @@ from typing import Iterator
 import pytest
 
 from hprose_cluster import ClusterClient, ClusterTcpServer, Registrar, ServerInfo
+from hprose_cluster.embedded import free_port
 from hprose_cluster.errors import CallTimeout, ConfigError, NoServerAvailable
 from hprose_cluster.failover import FailoverPolicy
 
@@ -108,9 +108,7 @@ def test_waiting_for_a_server_counts_against_the_deadline(etcd, domain) -> None:
 
 
 def _dead_url() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return "tcp://127.0.0.1:%d" % probe.getsockname()[1]
+    return "tcp://127.0.0.1:%d" % free_port()
 
 
 def test_backoff_between_attempts_counts_against_the_deadline(etcd, domain) -> None:

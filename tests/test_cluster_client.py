@@ -11,6 +11,7 @@ from hprose.common import HproseException
 from hprose_cluster import ClusterClient, ConfigError, NoServerAvailable
 
 from tests.support.cluster_procs import ServerProc
+from tests.support.threads import run_in_threads
 
 
 def _whoami_url(client) -> str:
@@ -125,23 +126,15 @@ def test_dead_primary_is_skipped_transparently(etcd, domain, hello_servers):
 def test_eight_threads_share_one_client(etcd, domain, hello_servers):
     for transport in ("tcp", "http"):
         hello_servers(domain, transport)
-    failures: list[BaseException] = []
     with ClusterClient(domain, etcd=etcd.endpoint, selector="round-robin") as client:
         client.discovery.wait_for_servers(2, count=2)
 
         def work(n: int) -> None:
-            try:
-                for i in range(50):
-                    assert client.sum(n, i) == n + i
-                    assert client.hello(str(n)) == "Hello %d" % n
-            except BaseException as error:  # collected and asserted below
-                failures.append(error)
+            for i in range(50):
+                assert client.sum(n, i) == n + i
+                assert client.hello(str(n)) == "Hello %d" % n
 
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        failures = run_in_threads(work, 8, timeout=60)
     assert not failures
 
 

@@ -10,42 +10,24 @@ the call raises NoServerAvailable chained from that ConnectError, whose message 
 
 from __future__ import annotations
 
-import ssl
-from pathlib import Path
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import pytest
 
-from tests.support.certs import Pki, client_context, make_pki, server_context
+from tests.support.certs import client_context, make_pki, server_context
 from tests.support.cluster_procs import has_ipv6_loopback
+from tests.support.tls import pki, tls_servers  # noqa: F401 - fixtures
 from hprose_cluster import (ClusterClient, ConnectError, FailoverPolicy, NoServerAvailable,
                             TransportError)
-from hprose_cluster.demo import make_server
 
 NO_WAIT = FailoverPolicy(wait_for_server=0)  # fail at once once every server was tried
 
 
 @pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return make_pki(tmp_path / "pki")
-
-
-
-@pytest.fixture
-def https_server(etcd, pki):
-    started = []
-
-    def start(domain: str, host: str = "127.0.0.1", **kwargs: Any) -> Any:
-        kwargs.setdefault("ssl_context", server_context(pki))
-        server = make_server("http", domain, etcd=etcd.endpoint, host=host, ttl=2,
-                             heartbeat=0.5, drain_delay=0.0, **kwargs)
-        started.append(server)
-        server.start(block=False)
-        return server
-
-    yield start
-    for server in started:
-        server.stop(drain_timeout=1)
+def https_server(tls_servers: Callable[..., Any]) -> Callable[..., Any]:
+    """``https_server(domain, **options)``: a hello server over HTTPS."""
+    return functools.partial(tls_servers, transport="http")
 
 
 def test_https_server_advertises_https_and_a_verifying_client_calls_it(etcd, domain, pki,

@@ -18,14 +18,11 @@ from hprose_cluster import (CallTimeout, ClusterClient, FailoverPolicy, NoServer
                             Registrar, ServerInfo)
 from hprose_cluster.embedded import free_port
 
-from tests.support.cluster_procs import ServerProc, wait_until
-from tests.support.metrics import metrics_server_args, registry, value  # noqa: F401
+from tests.support.cluster_procs import wait_until
+from tests.support.metrics import (CALLS, EJECTIONS, NO_SERVER, RETRIES, SECONDS,
+                                   start_metrics_server, value)
+from tests.support.metrics import registry  # noqa: F401 - a fixture
 
-CALLS = "hprose_cluster_client_calls_total"
-SECONDS = "hprose_cluster_client_call_seconds_count"
-RETRIES = "hprose_cluster_client_retries_total"
-EJECTIONS = "hprose_cluster_client_ejections_total"
-NO_SERVER = "hprose_cluster_client_no_server_total"
 REQUESTS = "hprose_cluster_server_requests_total"
 
 
@@ -155,9 +152,7 @@ def test_sigkill_failover_counts_match_servers(registry: Any, etcd: Any, domain:
     procs = []
     try:
         for _ in range(3):
-            proc = ServerProc(domain, etcd.endpoint)
-            proc.args = metrics_server_args(domain, etcd.endpoint)
-            procs.append(proc.start())
+            procs.append(start_metrics_server(domain, etcd.endpoint))
         with ClusterClient(domain, etcd=etcd.endpoint, selector="round-robin",
                            idempotent=True, timeout=5) as client:
             assert client.discovery.wait_for_servers(10, count=3)

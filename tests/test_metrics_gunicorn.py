@@ -22,6 +22,7 @@ from hprose_cluster.transport.base import encode_request
 
 from tests.support.cluster_procs import wait_until
 from tests.support.metrics import value
+from tests.support.procs import stop_process
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gunicorn") is None,
                                 reason="needs gunicorn")
@@ -107,12 +108,7 @@ def test_master_serves_the_sum_of_its_workers(tmp_path: Path) -> None:
                      method="hello") == 30
         assert value(url, "hprose_cluster_server_in_flight", domain=DOMAIN) == 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
         stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         if proc.stderr:
             proc.stderr.close()

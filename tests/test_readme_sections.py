@@ -23,6 +23,7 @@ from hprose_cluster.metrics.scrape import fetch
 from tests.support import readme
 from tests.support.cli import COMMAND, env as clean_env
 from tests.support.gunicorn import wait_until
+from tests.support.procs import stop_process
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -40,16 +41,6 @@ def _records(endpoint: str) -> list[dict[str, Any]]:
     with EtcdConnection(EtcdConfig(endpoint, timeout=15)) as connection:
         return [json.loads(kv.value) for kv in connection.get_prefix("hprose-service/%s/"
                                                                       % DOMAIN).kvs]
-
-
-def _stop(proc: subprocess.Popen[Any], signum: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signum)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def test_the_asyncio_snippet_answers_through_the_domain(etcd_factory, tmp_path):
@@ -81,8 +72,8 @@ def test_the_asyncio_snippet_answers_through_the_domain(etcd_factory, tmp_path):
         assert wait_until(answer, 30, "the asyncio line server answered") == "Hello bob\n"
     finally:
         if lines is not None:
-            _stop(lines, signal.SIGINT)
-        _stop(hello)
+            stop_process(lines, signal.SIGINT)
+        stop_process(hello)
 
 
 @pytest.fixture
@@ -102,11 +93,11 @@ def metrics_server(etcd_factory, tmp_path) -> Iterator[dict[str, Any]]:
         records = wait_until(lambda: _records(server_etcd.endpoint), 30, "registered")
         yield {"etcd": server_etcd, "record": records[0], "port": port,
                "metrics_port": metrics_port}
-        _stop(proc)
+        stop_process(proc)
         assert proc.returncode == 0
         assert _records(server_etcd.endpoint) == []
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def test_the_metrics_port_record_names_a_metrics_url_that_serves(metrics_server):
@@ -189,7 +180,7 @@ def test_the_top_screen_is_what_top_prints(metrics_server):
         screen = wait_until(screen_with_rates, 60, "a screen of top with calls/s")
     finally:
         stop.set()
-        _stop(proc)
+        stop_process(proc)
         reader.join(10)
         caller.join(30)
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""

@@ -7,22 +7,16 @@ checks the exact reply, in a single call and inside a batch.
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from hprose.common import HproseFilter, HproseResultMode
 
 from hprose_cluster.transport.tcp import TcpContext
-from tests.support.hprose_servers import TRANSPORTS, exchange, serve
+from tests.support.hprose_servers import exchange
+from tests.support.hprose_servers import server  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(params=TRANSPORTS)
-def server(request: pytest.FixtureRequest) -> Iterator[Any]:
-    server = serve(request.param)
-    yield server
-    server.stop(drain_timeout=2)
 
 
 class Xor(HproseFilter):

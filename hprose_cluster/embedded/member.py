@@ -21,9 +21,10 @@ from types import TracebackType
 from typing import Any, Sequence
 
 from ..errors import EtcdError
+from . import child
 from .binary import HOW_TO_GET, find_etcd_binary
 from .health import health_ssl_context, http_json
-from .process import die_with_parent, forget, free_ports, prctl, spawner, track
+from .process import forget, free_ports, track
 
 log = logging.getLogger("hprose_cluster.embedded")
 
@@ -168,30 +169,10 @@ class EmbeddedEtcd:
             raise EtcdError(f"etcd {self.name} at {self.endpoint} is already running (pid {self.pid})")
         args = self.command()
         self._data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.log_path, "ab")
         try:
-            log_file.write(f"\n=== {time.strftime('%H:%M:%S')} starting: {' '.join(args)}\n".encode())
-            log_file.flush()
-
-            def make() -> subprocess.Popen[bytes]:
-                return subprocess.Popen(
-                    args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own process group: no terminal signals, killpg
-                    preexec_fn=die_with_parent if prctl is not None else None,
-                    close_fds=True,
-                    group=self.group,
-                )
-
-            try:
-                self._proc = spawner.popen(make)
-            except OSError as exc:
-                raise EtcdError(f"cannot run etcd binary {args[0]!r}: {exc}; {HOW_TO_GET}") from exc
-        finally:
-            log_file.close()  # the child has its own copy
+            self._proc = child.spawn_logged(args, self.log_path, self.group)
+        except OSError as exc:
+            raise EtcdError(f"cannot run etcd binary {args[0]!r}: {exc}; {HOW_TO_GET}") from exc
         self._paused = False
         track(self)
         log.info("etcd %s started, pid %s, %s, log %s", self.name, self.pid, self.client_url, self.log_path)
@@ -256,15 +237,8 @@ class EmbeddedEtcd:
         if proc is None or proc.poll() is not None:
             self._forget()
             return
-        self._signal(signal.SIGTERM)
-        if self._paused:
-            self._signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("etcd %s did not stop in %g s, killing it", self.name, timeout)
-            self._signal(signal.SIGKILL)
-            proc.wait()
+        if not child.terminate(proc, timeout, stopped=self._paused):
+            log.warning("etcd %s did not stop in %g s, killed it", self.name, timeout)
         log.info("etcd %s stopped (pid %s)", self.name, proc.pid)
         self._forget()
 
@@ -272,28 +246,24 @@ class EmbeddedEtcd:
         """SIGKILL: a crash, no clean shutdown; waits until the process is gone."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            self._signal(signal.SIGKILL)
-            proc.wait()
+            child.kill(proc)
             log.info("etcd %s killed (pid %s)", self.name, proc.pid)
         self._forget()
 
     def pause(self) -> None:
-        """SIGSTOP: the server keeps its sockets but answers nothing (a hung etcd).
-
-        Returns once the kernel shows the process stopped: a signal is delivered
-        asynchronously, and a request sent right after ``kill()`` could still be answered.
-        """
-        self._require_running("pause")
-        self._signal(signal.SIGSTOP)
+        """SIGSTOP: the server keeps its sockets but answers nothing (a hung etcd); returns
+        once the kernel shows the process stopped (see ``child.wait_for_state``)."""
+        proc = self._require_running("pause")
+        child.signal_group(proc, signal.SIGSTOP)
         self._paused = True
-        self._wait_for_state(stopped=True)
+        child.wait_for_state(proc.pid, stopped=True)
 
     def resume(self) -> None:
         """SIGCONT after :meth:`pause`."""
-        self._require_running("resume")
-        self._signal(signal.SIGCONT)
+        proc = self._require_running("resume")
+        child.signal_group(proc, signal.SIGCONT)
         self._paused = False
-        self._wait_for_state(stopped=False)
+        child.wait_for_state(proc.pid, stopped=False)
 
     def restart(self, wipe: bool = False, timeout: float = 20) -> "EmbeddedEtcd":
         """Stop and start again on the same ports.
@@ -354,14 +324,7 @@ class EmbeddedEtcd:
 
     def log_tail(self, lines: int = 30) -> str:
         """The last ``lines`` lines of etcd's log (for error messages)."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 16384))
-                text = f.read().decode("utf-8", "replace")
-        except OSError as exc:
-            return f"(no log: {exc})"
-        return "\n".join(text.splitlines()[-lines:])
+        return child.log_tail(self.log_path, lines)
 
     def _http(self, method: str, path: str, payload: Any, timeout: float) -> dict[str, Any]:
         if self.scheme == "https" and self._ssl_context is None:
@@ -371,37 +334,10 @@ class EmbeddedEtcd:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _signal(self, signum: int) -> None:
-        if self._proc is None:
-            return
-        try:
-            os.killpg(self._proc.pid, signum)
-        except ProcessLookupError:
-            pass
-        except PermissionError:  # pragma: no cover - group gone, pid reused: signal the pid only
-            try:
-                self._proc.send_signal(signum)
-            except ProcessLookupError:
-                pass
-
-    def _wait_for_state(self, stopped: bool, timeout: float = 2.0) -> None:
-        """Wait (bounded) until /proc says the process is, or is no longer, stopped."""
-        if self._proc is None:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with open("/proc/%d/stat" % self._proc.pid, "rb") as stat:
-                    state = stat.read().rsplit(b")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                return  # no /proc (or the process is gone): nothing more to wait for
-            if (state in (b"T", b"t")) == stopped:
-                return
-            time.sleep(0.005)
-
-    def _require_running(self, what: str) -> None:
-        if not self.running:
+    def _require_running(self, what: str) -> subprocess.Popen[bytes]:
+        if self._proc is None or not self.running:
             raise EtcdError(f"cannot {what} etcd {self.name} at {self.endpoint}: not running")
+        return self._proc
 
     def _forget(self) -> None:
         self._paused = False

@@ -19,6 +19,7 @@ from hprose_cluster.embedded import free_port
 from hprose_cluster.etcd import EtcdConfig, EtcdConnection
 
 from tests.support.cluster_procs import Fleet
+from tests.support.resilience import Ordered
 
 TTL = 2
 HEARTBEAT = 0.5
@@ -197,23 +198,6 @@ def test_a_call_waits_for_a_server_to_appear(etcd, domain, hello_servers, arun):
 
     took = arun(main())
     assert 0.4 < took < 8
-
-
-class Ordered:
-    """A selector that tries servers in a fixed URL order (so a test knows who goes first)."""
-
-    def __init__(self, *urls: str):
-        self.urls = urls
-
-    def pick(self, view: Any, exclude: Any, ejector: Any) -> ServerInfo | None:
-        by_url = {s.url: s for s in view.servers}
-        for url in self.urls:
-            if url in by_url and by_url[url].uuid not in exclude:
-                return by_url[url]
-        return None
-
-    def failed(self, server: ServerInfo) -> None:
-        pass
 
 
 def test_the_timeout_bounds_the_whole_call(etcd, domain, arun):

@@ -19,15 +19,11 @@ from hprose_cluster import (AsyncClusterClient, CallTimeout, ClusterClient, Fail
 from hprose_cluster.embedded import free_port
 from hprose_cluster.etcd import EtcdConfig, EtcdConnection
 
-from tests.support.metrics import registry, value  # noqa: F401
+from tests.support.metrics import CALLS, EJECTIONS, NO_SERVER, RETRIES, SECONDS, value
+from tests.support.metrics import registry  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.timeout(120)
 
-CALLS = "hprose_cluster_client_calls_total"
-SECONDS = "hprose_cluster_client_call_seconds_count"
-RETRIES = "hprose_cluster_client_retries_total"
-EJECTIONS = "hprose_cluster_client_ejections_total"
-NO_SERVER = "hprose_cluster_client_no_server_total"
 IN_FLIGHT = "hprose_cluster_server_in_flight"
 
 

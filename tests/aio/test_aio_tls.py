@@ -6,46 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.certs import Pki, client_context, make_pki, server_context
+from tests.support.certs import client_context, make_pki, server_context
+from tests.support.tls import pki, tls_servers  # noqa: F401 - fixtures
 from hprose_cluster import (AsyncClusterClient, ConnectError, FailoverPolicy, NoServerAvailable,
                             TransportError)
-from hprose_cluster.demo import make_server
 
 NO_WAIT = FailoverPolicy(wait_for_server=0)
 
 
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return make_pki(tmp_path / "pki")
-
-
-
-@pytest.fixture
-def tls_server(etcd, pki):
-    started = []
-
-    def start(domain: str, transport: str, **kwargs: Any) -> Any:
-        kwargs.setdefault("ssl_context", server_context(pki))
-        server = make_server(transport, domain, etcd=etcd.endpoint, ttl=2, heartbeat=0.5,
-                             drain_delay=0.0, **kwargs)
-        started.append(server)
-        server.start(block=False)
-        return server
-
-    yield start
-    for server in started:
-        server.stop(drain_timeout=1)
-
-
 @pytest.mark.parametrize("transport", ["tcp", "http", "ws"])
 def test_a_verifying_client_calls_tls_servers_with_many_calls_in_flight(
-        etcd, domain, pki, tls_server, arun, transport):
-    server = tls_server(domain, transport)
+        etcd, domain, pki, tls_servers, arun, transport):
+    server = tls_servers(domain, transport)
 
     async def main() -> None:
         async with AsyncClusterClient(domain, etcd=etcd.endpoint,
@@ -60,9 +36,9 @@ def test_a_verifying_client_calls_tls_servers_with_many_calls_in_flight(
 
 
 @pytest.mark.parametrize("transport", ["tcp", "http", "ws"])
-def test_a_certificate_that_does_not_verify_is_a_connect_error(etcd, domain, pki, tls_server,
+def test_a_certificate_that_does_not_verify_is_a_connect_error(etcd, domain, pki, tls_servers,
                                                                arun, transport):
-    server = tls_server(domain, transport)
+    server = tls_servers(domain, transport)
     other_ca = make_pki(pki.ca.parent / "other").ca
 
     async def main() -> NoServerAvailable:
@@ -80,8 +56,8 @@ def test_a_certificate_that_does_not_verify_is_a_connect_error(etcd, domain, pki
 
 
 @pytest.mark.parametrize("transport", ["tcp", "http", "ws"])
-def test_client_certificates(etcd, domain, pki, tls_server, arun, transport):
-    server = tls_server(domain, transport,
+def test_client_certificates(etcd, domain, pki, tls_servers, arun, transport):
+    server = tls_servers(domain, transport,
                         ssl_context=server_context(pki, require_client_cert=True))
 
     async def main() -> None:
@@ -104,12 +80,12 @@ def test_client_certificates(etcd, domain, pki, tls_server, arun, transport):
     arun(main())
 
 
-def test_go_style_tcp_record_with_tcp_tls_on_the_client(etcd, domain, pki, tls_server, arun):
+def test_go_style_tcp_record_with_tcp_tls_on_the_client(etcd, domain, pki, tls_servers, arun):
     """A TLS server advertising plain ``tcp://`` (what Go clients dial): TLS only with
     ``tcp_tls=True``, as ClusterClient; without it the call fails clearly, naming the URL."""
-    probe = tls_server(domain + "probe", "tcp")
+    probe = tls_servers(domain + "probe", "tcp")
     url = "tcp://127.0.0.1:%d" % probe.address[1]
-    server = tls_server(domain, "tcp", advertise_url=url)
+    server = tls_servers(domain, "tcp", advertise_url=url)
     assert server.url == url
 
     async def main() -> None:
@@ -127,11 +103,11 @@ def test_go_style_tcp_record_with_tcp_tls_on_the_client(etcd, domain, pki, tls_s
 
 @pytest.mark.parametrize("transport", ["tcp", "http"])
 def test_without_ssl_context_tls_servers_are_verified_against_the_system_store(
-        etcd, domain, tls_server, arun, transport):
+        etcd, domain, tls_servers, arun, transport):
     """A TLS server's scheme (``tcp4s://``, ``https://``) means TLS with no context given:
     the system's trust store, which does not know the test CA (a ConnectError, not plain
     TCP to a TLS port)."""
-    server = tls_server(domain, transport)
+    server = tls_servers(domain, transport)
     assert server.url.split(":")[0] in ("tcp4s", "https")
 
     async def main() -> NoServerAvailable:

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from hprose_cluster.embedded import free_port
+
 # The child asks for SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG survives exec), so
 # no server outlives a crashed test run.  Done in the child's own code, not with preexec_fn:
 # that forces a plain fork(), whose gRPC atfork handlers can abort the child of a process with
@@ -272,10 +274,7 @@ class TcpProxy:
     def __init__(self, target_host: str, target_port: int, host: str = "127.0.0.1"):
         self.target = (target_host, target_port)
         self.host = host
-        probe = socket.socket()
-        probe.bind((host, 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
+        self.port = free_port(host)
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
         self._listener: socket.socket | None = None

@@ -4,13 +4,16 @@
 wire vectors (WIRE.md): ``hello`` ("Hello " + name), ``sum``, ``echo``, ``fail`` (raises
 "boom") and ``appendx`` (appends "x" to its list argument, returns the new length).
 ``exchange(server, body)`` sends one request body (a half-duplex frame, or an HTTP/1.1 POST)
-over a new connection and returns the reply body, byte for byte.
+over a new connection and returns the reply body, byte for byte.  The ``server`` fixture is
+such a server, once per transport.
 """
 
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+import pytest
 
 from hprose_cluster.transport import framing as wire
 from hprose_cluster.transport.http import HttpServer
@@ -51,6 +54,14 @@ def serve(transport: str, *functions: Callable[..., Any], **options: Any) -> Any
         server.addFunction(function)
     server.start(block=False)
     return server
+
+
+@pytest.fixture(params=TRANSPORTS)
+def server(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """``serve(transport)`` for each of ``TRANSPORTS``, stopped at teardown."""
+    server = serve(request.param)
+    yield server
+    server.stop(drain_timeout=2)
 
 
 def recv_exactly(sock: socket.socket, n: int) -> bytes:

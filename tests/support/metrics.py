@@ -18,12 +18,21 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hprose_cluster import metrics
 
+from tests.support.cluster_procs import ServerProc
+
 _SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metrics_server.py")
 # As cluster_procs does: the child dies with the test process (prctl PR_SET_PDEATHSIG).
 _LAUNCH = ("import ctypes, runpy, signal, sys; "
            "ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0); "
            "sys.argv[0] = %r; runpy.run_path(%r, run_name='__main__')"
            % (_SERVER_SCRIPT, _SERVER_SCRIPT))
+
+# The client's metric names, spelled out as a dashboard would (a rename must fail the tests).
+CALLS = "hprose_cluster_client_calls_total"
+SECONDS = "hprose_cluster_client_call_seconds_count"
+RETRIES = "hprose_cluster_client_retries_total"
+EJECTIONS = "hprose_cluster_client_ejections_total"
+NO_SERVER = "hprose_cluster_client_no_server_total"
 
 
 @pytest.fixture
@@ -73,3 +82,10 @@ def metrics_server_args(domain: str, etcd: str, transport: str = "tcp", ttl: int
     """The command of a hello server with a metrics port, for ``ServerProc.args``."""
     return [sys.executable, "-c", _LAUNCH, "--transport", transport, "--domain", domain,
             "--etcd", etcd, "--ttl", str(ttl), "--heartbeat", str(heartbeat)]
+
+
+def start_metrics_server(domain: str, etcd: str) -> ServerProc:
+    """A started hello server process with a metrics port (its record carries the URL)."""
+    proc = ServerProc(domain, etcd)
+    proc.args = metrics_server_args(domain, etcd)
+    return proc.start()

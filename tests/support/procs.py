@@ -2,18 +2,32 @@
 inherits) and files (in a TMPDIR the test owns).
 
 A test starts a command with ``marked_env()`` and afterwards asserts that ``wait_gone()``
-finds no process carrying the marker and that the TMPDIR it gave is empty.
+finds no process carrying the marker and that the TMPDIR it gave is empty.  ``stop_process()`` ends a
+child the test started: a signal, a bounded wait, then SIGKILL.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 MARK = "HC_TEST_MARK"
+
+
+def stop_process(proc: subprocess.Popen[Any], signum: int = signal.SIGTERM) -> None:
+    """Send ``signum`` to a running ``proc`` and wait up to 30 s for it; SIGKILL after that."""
+    if proc.poll() is None:
+        proc.send_signal(signum)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def new_mark() -> str:

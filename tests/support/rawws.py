@@ -16,6 +16,8 @@ import struct
 import threading
 from typing import Callable, NamedTuple
 
+from tests.support.hprose_servers import recv_exactly
+
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 H = bytes.fromhex
 
@@ -77,16 +79,6 @@ def frame(opcode: int, payload: bytes, *, fin: bool = True, key: bytes | None = 
 
 def client_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
     return frame(opcode, payload, fin=fin, key=os.urandom(4))
-
-
-def recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise EOFError("closed after %d of %d bytes" % (len(data), n))
-        data += chunk
-    return data
 
 
 def read_frame(sock: socket.socket) -> Frame:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import socket
+import contextlib
 import threading
 import time
+from typing import Iterator
 
+from hprose_cluster.embedded import free_port  # noqa: F401 - for the TCP tests
 from hprose_cluster.transport.tcp import TcpServer
 
 
@@ -42,8 +44,16 @@ def make_server(host: str = "127.0.0.1", **kwargs: object) -> TcpServer:
     return server
 
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@contextlib.contextmanager
+def restarted(server: TcpServer) -> Iterator[TcpServer]:
+    """Stop ``server`` and start a new test server on its port (as a restarted server would
+    be); the new one is stopped on the way out.  Connections to the old one are now dead."""
+    port = server.address[1]  # type: ignore[index]
+    server.stop()
+    again = make_server()
+    again.port = port
+    again.start(block=False)
+    try:
+        yield again
+    finally:
+        again.stop()

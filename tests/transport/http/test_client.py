@@ -16,10 +16,12 @@ import pytest
 from hprose.common import HproseException
 
 from hprose_cluster.deadline import Deadline
+from hprose_cluster.embedded import free_port
 from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, TransportError
 from hprose_cluster.transport.http import HttpClient, HttpServer, HttpTransport
 
 from tests.support.http import Servers
+from tests.support.threads import run_in_threads
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -251,32 +253,20 @@ def test_reply_declaring_huge_body_is_refused_unread() -> None:
 
 
 def test_eight_threads_share_one_client(server: HttpServer) -> None:
-    errors: list[BaseException] = []
     ports: set[str] = set()
     with HttpClient(server.url, pool_size=8) as client:
         def work(i: int) -> None:
-            try:
-                for j in range(30):
-                    assert client.sum(i, j) == i + j
-                    ports.add(client.port())
-            except BaseException as error:  # reported below
-                errors.append(error)
+            for j in range(30):
+                assert client.sum(i, j) == i + j
+                ports.add(client.port())
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        errors = run_in_threads(work, 8, timeout=None)
     assert errors == []
     assert 1 <= len(ports) <= 8
 
 
 def test_refused_port_is_connect_error_not_sent() -> None:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    url = "http://127.0.0.1:%d/" % port
+    url = "http://127.0.0.1:%d/" % free_port()
     with HttpClient(url) as client:
         with pytest.raises(ConnectError) as info:
             client.hello("nobody")

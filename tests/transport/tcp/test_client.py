@@ -14,7 +14,8 @@ from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, FrameE
 from hprose_cluster.transport.tcp import TcpClient, TcpServer, TcpTransport, parse_tcp_url
 
 from tests.support.cluster_procs import has_ipv6_loopback
-from tests.support.tcp import free_port, make_server
+from tests.support.tcp import free_port, make_server, restarted
+from tests.support.threads import run_in_threads
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,23 +76,15 @@ def test_ipv6_round_trip() -> None:
 
 def test_32_threads_over_one_full_duplex_connection(server: TcpServer) -> None:
     accepted_before = len(server.connections())
-    errors: list[BaseException] = []
     with TcpClient(server.url, timeout=10, full_duplex=True) as client:
         def work(n: int) -> None:
-            try:
-                for i in range(40):
-                    value = "%d-%d" % (n, i)
-                    assert client.echo(value) == value
-                    if i % 10 == 0:
-                        assert client.slow(0.01, n) == n
-            except BaseException as error:
-                errors.append(error)
+            for i in range(40):
+                value = "%d-%d" % (n, i)
+                assert client.echo(value) == value
+                if i % 10 == 0:
+                    assert client.slow(0.01, n) == n
 
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(32)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        errors = run_in_threads(work, 32)
         assert not errors, errors[:3]
         assert len(server.connections()) - accepted_before == 1
         assert server.state["max_in_flight"] > 1  # type: ignore[attr-defined]
@@ -191,17 +184,10 @@ def _catch(func, *args):  # type: ignore[no-untyped-def]
 def test_idle_connection_dropped_by_server_is_replaced() -> None:
     server = make_server()
     server.start(block=False)
-    port = server.address[1]  # type: ignore[index]
     with TcpClient(server.url, timeout=5) as client:
         assert client.hello("a") == "Hello a"
-        server.stop()
-        again = make_server()
-        again.port = port
-        again.start(block=False)
-        try:
+        with restarted(server):
             assert client.hello("b") == "Hello b"
-        finally:
-            again.stop()
 
 
 def test_oversized_reply_is_frame_error() -> None:

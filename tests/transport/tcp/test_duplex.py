@@ -14,7 +14,7 @@ from hprose_cluster.errors import CallTimeout, TransportError
 from hprose_cluster.transport.tcp import TcpClient, TcpServer
 
 from tests.support.cluster_procs import wait_until
-from tests.support.tcp import make_server
+from tests.support.tcp import make_server, restarted
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -86,14 +86,7 @@ def test_a_broken_connection_fails_every_waiting_call_then_a_new_one_is_used(
 def test_an_idle_connection_closed_by_the_server_is_replaced_before_sending() -> None:
     server = make_server()
     server.start(block=False)
-    port = server.address[1]  # type: ignore[index]
     with TcpClient(server.url, timeout=5, full_duplex=True) as client:
         assert client.hello("a") == "Hello a"
-        server.stop()
-        again = make_server()
-        again.port = port
-        again.start(block=False)
-        try:
+        with restarted(server):
             assert client.hello("b") == "Hello b"  # not a "sent" failure
-        finally:
-            again.stop()

@@ -25,6 +25,7 @@ from hprose_cluster.transport.tcp import TcpClient, TcpServer
 
 from tests.support.cluster_procs import wait_until
 from tests.support.tcp import make_server, our_threads
+from tests.support.threads import run_in_threads
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -181,20 +182,11 @@ def test_tls_round_trips(tmp_path: Path) -> None:
         # one TLS connection read by its reader thread while 16 threads write on it
         with TcpClient("tcp://localhost:%d" % port, timeout=10, full_duplex=True,
                        ssl_context=client_context) as client:
-            errors: list[BaseException] = []
-
             def work(n: int) -> None:
-                try:
-                    for i in range(30):
-                        assert client.echo("%d-%d" % (n, i)) == "%d-%d" % (n, i)
-                except BaseException as error:
-                    errors.append(error)
+                for i in range(30):
+                    assert client.echo("%d-%d" % (n, i)) == "%d-%d" % (n, i)
 
-            threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(30)
+            errors = run_in_threads(work, 16)
             assert not errors, errors[:3]
         assert server.url.startswith("tcp4s://")  # a TLS server advertises a TLS scheme
         with TcpClient("tcp://localhost:%d" % port, timeout=5) as plain:  # no TLS: fails

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +18,8 @@ import pytest
 from hprose_cluster.errors import ConfigError, ConnectError
 from hprose_cluster.transport import open_transport
 from hprose_cluster.transport.unix import UnixClient, UnixServer, UnixTransport
+
+from tests.support.threads import run_in_threads
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -87,20 +88,11 @@ def test_16_threads_and_a_1_mb_argument(server: UnixServer, full_duplex: bool) -
     with UnixClient(server.url, timeout=20, full_duplex=full_duplex, pool_size=4) as client:
         big = "y" * 1_048_576
         assert client.echo(big) == big
-        errors: list[BaseException] = []
-
         def work(n: int) -> None:
-            try:
-                for i in range(20):
-                    assert client.hello("%d-%d" % (n, i)) == "Hello %d-%d" % (n, i)
-            except BaseException as error:
-                errors.append(error)
+            for i in range(20):
+                assert client.hello("%d-%d" % (n, i)) == "Hello %d-%d" % (n, i)
 
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        errors = run_in_threads(work, 16)
         assert not errors, errors[:3]
 
 

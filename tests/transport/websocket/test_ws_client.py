@@ -18,11 +18,13 @@ import pytest
 from hprose.common import HproseException
 from hprose.io import HproseReader, HproseWriter
 
+from hprose_cluster.embedded import free_port
 from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, FrameError, \
     TransportError
 from hprose_cluster.transport.websocket import DRAIN_CLOSE, WebSocketClient, WebSocketTransport
 from tests.support.rawws import (GO_REPLIES, GO_REQUEST_PAYLOADS, RawServer, frame, read_frame,
                            read_message)
+from tests.support.threads import run_in_threads
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -122,19 +124,11 @@ def test_16_threads_answered_out_of_order_on_one_connection() -> None:
         read_frame(sock)
 
     results: dict[int, list[str]] = {}
-    errors: list[BaseException] = []
     with RawServer(script) as server, WebSocketClient(server.url, timeout=20) as client:
         def work(n: int) -> None:
-            try:
-                results[n] = [client.hello("t%d-%d" % (n, i)) for i in range(3)]
-            except BaseException as error:
-                errors.append(error)
+            results[n] = [client.hello("t%d-%d" % (n, i)) for i in range(3)]
 
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        errors = run_in_threads(work, 16)
     assert not errors, errors[:3]
     assert results == {n: ["Hello t%d-%d" % (n, i) for i in range(3)] for n in range(16)}
     assert server.connections == 1
@@ -144,9 +138,7 @@ def test_16_threads_answered_out_of_order_on_one_connection() -> None:
 
 
 def test_connect_failures_are_connect_errors() -> None:
-    probe = socket.create_server(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     with pytest.raises(ConnectError) as refused:
         WebSocketClient("ws://127.0.0.1:%d/" % port, timeout=2).hello("x")
     assert refused.value.sent is False and str(port) in str(refused.value)
@@ -306,20 +298,11 @@ def test_wss_verifies_the_server_certificate(tmp_path: Path) -> None:
         with WebSocketClient(url, timeout=5, ssl_context=trusted) as client:
             assert client.hello("tls") == "Hello tls"
             assert client.hello("x" * 100_000) == "Hello " + "x" * 100_000
-            errors: list[BaseException] = []
-
             def work(n: int) -> None:  # one TLS socket read by the reader, written by 8
-                try:
-                    for i in range(20):
-                        assert client.hello("%d-%d" % (n, i)) == "Hello %d-%d" % (n, i)
-                except BaseException as error:
-                    errors.append(error)
+                for i in range(20):
+                    assert client.hello("%d-%d" % (n, i)) == "Hello %d-%d" % (n, i)
 
-            threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(30)
+            errors = run_in_threads(work, 8)
             assert not errors, errors[:3]
         with pytest.raises(ConnectError, match="certificate") as untrusted:
             WebSocketClient(url, timeout=5).hello("x")  # the system store: not our CA

@@ -20,18 +20,11 @@ from typing import Any, Iterator
 import pytest
 
 from hprose_cluster import ClusterClient, ClusterUnixServer, ClusterWebSocketServer
-from hprose_cluster.etcd import EtcdConfig, EtcdConnection
-from hprose_cluster.record import ServerInfo
 
+from tests.support.chaos import etcd_urls
 from tests.support.cluster_procs import Fleet, Load, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def etcd_urls(endpoint: str, domain: str) -> set[str]:
-    with EtcdConnection(EtcdConfig(endpoint, timeout=2.0)) as connection:
-        response = connection.get_prefix("hprose-service/%s/" % domain)
-        return {ServerInfo.from_json(kv.value, kv.key).url for kv in response.kvs}
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from hprose_cluster.errors import ConnectError
 from hprose_cluster.transport.websocket import WebSocketClient, WebSocketServer
 from tests.support.rawws import (GO_ACCEPT, GO_REPLIES, GO_REQUESTS, client_frame,
                            raw_client, read_frame, read_message)
+from tests.support.threads import run_in_threads
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -208,21 +209,13 @@ def test_unparsable_and_unknown_requests_get_e_replies(server: WebSocketServer) 
 
 def test_16_threads_share_one_connection_and_run_concurrently(server: WebSocketServer) -> None:
     with WebSocketClient(server.url, timeout=20) as client:
-        errors: list[BaseException] = []
         results: dict[int, object] = {}
 
-        def work(n: int) -> None:
-            try:  # the slow ones first in time, answered last: replies out of order
-                results[n] = client.sleep(0.4 if n % 2 else 0.0, n)
-            except BaseException as error:
-                errors.append(error)
+        def work(n: int) -> None:  # the slow ones first in time, answered last: out of order
+            results[n] = client.sleep(0.4 if n % 2 else 0.0, n)
 
         started = time.monotonic()
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(20)
+        errors = run_in_threads(work, 16, timeout=20)
         elapsed = time.monotonic() - started
         assert not errors, errors[:3]
         assert results == {n: n for n in range(16)}

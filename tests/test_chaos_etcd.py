@@ -1,160 +1,27 @@
-"""Chaos under load: real etcd and real hello server processes, 8 client threads calling an
-idempotent function back to back, while servers and etcd are killed, paused and restarted.
-
-Settings: ttl=2, heartbeat=0.5 (servers), check_interval=0.5 (clients), max_backoff=3 (both).
-The convergence bound used for views and registrations is
-``BOUND = ttl + max_backoff + check_interval + slack`` (2 + 3 + 0.5 + 2.5 = 8 s): a lease expires
-within ttl, the registrar is back within max_backoff of etcd answering, and a client view that
-missed anything is repaired within check_interval.
+"""Chaos under load, etcd: real etcd and real hello server processes, 8 client threads calling
+an idempotent function back to back, while etcd is SIGKILLed, wiped, paused, cut off from the
+client and compacted, loses its leader, or stays away for two minutes.  Settings and bound:
+tests.support.chaos.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from typing import Any, Iterator
 
 import pytest
 
-from hprose_cluster import ClusterClient
 from hprose_cluster.etcd import EtcdConfig, EtcdConnection
-from hprose_cluster.record import ServerInfo
 
-from tests.support.cluster_procs import Fleet, Load, wait_until
+from tests.support.chaos import (CHECK, TTL, client_urls, etcd_urls, hello_load, make_client,
+                                 under_load, wait_converged)
+from tests.support.chaos import fleet_factory  # noqa: F401 - a fixture
+from tests.support.cluster_procs import wait_until
 
 log = logging.getLogger("hprose_cluster.tests.chaos")
 
-TTL = 2
-HEARTBEAT = 0.5
-CHECK = 0.5
-MAX_BACKOFF = 3.0
-BOUND = TTL + MAX_BACKOFF + CHECK + 2.5
-
 pytestmark = [pytest.mark.slow]
-
-
-def etcd_urls(endpoints: str, domain: str) -> set[str]:
-    """The server URLs etcd holds for ``domain`` right now (a fresh connection each time)."""
-    with EtcdConnection(EtcdConfig(endpoints, timeout=2.0)) as connection:
-        response = connection.get_prefix("hprose-service/%s/" % domain)
-        return {ServerInfo.from_json(kv.value, kv.key).url for kv in response.kvs}
-
-
-def client_urls(client: ClusterClient) -> set[str]:
-    return {s.url for s in client.servers()}
-
-
-def make_client(domain: str, endpoints: str, **options: Any) -> ClusterClient:
-    options.setdefault("idempotent", True)
-    options.setdefault("timeout", 2.0)
-    options.setdefault("check_interval", CHECK)
-    return ClusterClient(domain, etcd=endpoints, **options)
-
-
-@pytest.fixture
-def fleet_factory() -> Iterator[Any]:
-    fleets: list[Fleet] = []
-
-    def make(domain: str, endpoints: str, **options: Any) -> Fleet:
-        options.setdefault("ttl", TTL)
-        options.setdefault("heartbeat", HEARTBEAT)
-        fleet = Fleet(domain, endpoints, **options)
-        fleets.append(fleet)
-        return fleet
-
-    yield make
-    for fleet in fleets:
-        fleet.close()
-
-
-def converged(clients: list[ClusterClient], endpoints: str, domain: str, expected: set[str]) -> bool:
-    try:
-        in_etcd = etcd_urls(endpoints, domain)
-    except Exception:
-        return False
-    return in_etcd == expected and all(client_urls(c) == expected for c in clients)
-
-
-def wait_converged(client: ClusterClient, endpoints: str, domain: str, fleet: Fleet) -> float:
-    """Assert that the client's view and etcd both hold exactly the fleet's servers within
-    BOUND; return how many seconds that took."""
-    started = time.monotonic()
-    assert wait_until(lambda: converged([client], endpoints, domain, fleet.urls()), BOUND), \
-        (etcd_urls(endpoints, domain), client_urls(client), fleet.urls())
-    return time.monotonic() - started
-
-
-def hello_load(client: ClusterClient, **options: Any) -> Load:
-    return Load(lambda: client.hello("chaos"), threads=8, max_calls=50000,
-                max_seconds=options.pop("max_seconds", 60.0), **options)
-
-
-@contextlib.contextmanager
-def under_load(fleet: Fleet, domain: str, endpoints: str, idempotent: bool = True,
-               **load_options: Any) -> Iterator[Any]:
-    """Three servers, one client and 8 threads calling through it; yields ``(client, load)``
-    once 200 calls went through, and stops the load on the way out."""
-    fleet.start(3)
-    with make_client(domain, endpoints, idempotent=idempotent) as client:
-        assert client.discovery.wait_for_servers(10, count=3)
-        with hello_load(client, **load_options) as load:
-            assert load.wait_calls(200)
-            yield client, load
-
-
-# ------------------------------------------------------------------------------- (a) SIGKILL
-
-
-@pytest.mark.timeout(90)
-def test_a_server_sigkilled_under_load_costs_no_call(etcd_factory, fleet_factory, domain):
-    etcd = etcd_factory()
-    fleet = fleet_factory(domain, etcd.endpoint)
-    with under_load(fleet, domain, etcd.endpoint) as (client, load):
-        victim = fleet.servers[0]
-        victim.kill()
-        started = time.monotonic()
-        assert wait_until(lambda: victim.url not in client_urls(client), TTL + 2)
-        gone_after = time.monotonic() - started
-        assert load.wait_calls(200)
-    log.info("(a) crashed server left the client's list after %.2f s", gone_after)
-    assert not load.failures, load.describe_failures()
-    assert client_urls(client) == fleet.urls()
-
-
-# ------------------------------------------------------------------------ (b) rolling restart
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("transport,idempotent", [
-    pytest.param("tcp", True, id="tcp-idempotent"),
-    pytest.param("tcp", False, id="tcp-not-idempotent"),
-    # HTTP: a connection carries one call at a time, so clients open new ones while a
-    # server drains; they must be accepted and served until its drain delay is over
-    pytest.param("http", False, id="http-not-idempotent"),
-])
-def test_b_rolling_restart_with_drain_costs_no_call(etcd_factory, fleet_factory, domain,
-                                                    transport, idempotent):
-    """Drain makes a rolling restart free even for calls that may not be retried once sent:
-    clients stop choosing a server before it stops accepting calls."""
-    etcd = etcd_factory()
-    fleet = fleet_factory(domain, etcd.endpoint, transport=transport)
-    with under_load(fleet, domain, etcd.endpoint, idempotent=idempotent,
-                    max_seconds=90) as (client, load):
-        for old in list(fleet.servers):
-            started = time.monotonic()
-            code = old.terminate()
-            assert code == 0, old.log_tail()
-            left = time.monotonic() - started
-            assert old.url not in client_urls(client)  # gone before the process exited
-            new, = fleet.start(1)
-            assert wait_until(lambda: new.url in client_urls(client), 5)
-            log.info("(b) %s drained and exited in %.2f s", old.url, left)
-            assert load.wait_calls(100)
-    assert not load.failures, load.describe_failures()
-    assert client_urls(client) == fleet.urls()
-    assert len(fleet.urls()) == 3
 
 
 # ------------------------------------------------------------------ (c) etcd SIGKILL, same data
@@ -212,26 +79,6 @@ def test_f_etcd_paused_past_ttl_costs_no_call(etcd_factory, fleet_factory, domai
                  wait_converged(client, etcd.endpoint, domain, fleet))
         assert load.wait_calls(200)
     assert not load.failures, load.describe_failures()
-
-
-# --------------------------------------------------------------- (g) one server paused past TTL
-
-
-@pytest.mark.timeout(90)
-def test_g_server_paused_past_ttl_registers_again(etcd_factory, fleet_factory, domain):
-    etcd = etcd_factory()
-    fleet = fleet_factory(domain, etcd.endpoint)
-    with under_load(fleet, domain, etcd.endpoint) as (client, load):
-        victim = fleet.servers[0]
-        victim.pause()
-        assert wait_until(lambda: victim.url not in client_urls(client), TTL + 2)
-        time.sleep(1.0)
-        victim.resume()
-        log.info("(g) paused server listed again %.2f s after it resumed",
-                 wait_converged(client, etcd.endpoint, domain, fleet))
-        assert load.wait_calls(200)
-    log.info("(g) %s", load.describe_failures())
-    assert len(client_urls(client)) == 3
 
 
 # ------------------------------------------------------- (e) compaction while the watch is cut
@@ -310,52 +157,6 @@ def test_h_killing_the_etcd_leader_costs_no_call(etcd_cluster, fleet_factory, do
         assert newcomer.url in client_urls(client)
         assert load.wait_calls(200)
     assert not load.failures, load.describe_failures()
-
-
-# --------------------------------------------------------------------------- leaks
-
-
-def _etcd_watchers(etcd) -> int:
-    import urllib.request
-    with urllib.request.urlopen(etcd.client_url + "/metrics", timeout=5) as reply:
-        for line in reply.read().decode().splitlines():
-            if line.startswith("etcd_debugging_mvcc_watcher_total "):
-                return int(float(line.split()[1]))
-    raise AssertionError("etcd exposes no watcher count")
-
-
-def _fds() -> int:
-    import os
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.mark.timeout(240)
-def test_100_client_and_server_cycles_leave_no_thread_socket_or_watch(etcd_factory, domain):
-    from hprose_cluster import ClusterTcpServer
-
-    etcd = etcd_factory()
-
-    def cycle() -> None:
-        server = ClusterTcpServer(domain, etcd=etcd.endpoint, ttl=TTL, heartbeat=HEARTBEAT,
-                                  drain_delay=0)
-        server.addFunction(lambda name: "Hello " + name, "hello")
-        server.start(block=False)
-        with make_client(domain, etcd.endpoint) as client:
-            assert client.discovery.wait_for_servers(5)
-            assert client.hello("x") == "Hello x"
-        server.stop()
-
-    cycle()  # warm up: lazily created module-level things (gRPC's own threads) exist now
-    time.sleep(0.5)
-    threads, fds, watchers = threading.active_count(), _fds(), _etcd_watchers(etcd)
-    for _ in range(100):
-        cycle()
-    assert wait_until(lambda: threading.active_count() <= threads, 10), \
-        sorted(t.name for t in threading.enumerate())
-    assert wait_until(lambda: _fds() <= fds, 10), (fds, _fds())
-    assert wait_until(lambda: _etcd_watchers(etcd) <= watchers, 10), \
-        (watchers, _etcd_watchers(etcd))
-    assert etcd_urls(etcd.endpoint, domain) == set()
 
 
 # ------------------------------------------------------------- etcd unreachable for minutes
