@@ -195,7 +195,7 @@ def parts() -> list[tuple[str, str, Callable[[], Any] | str]]:
     add("client", "sock.settimeout(x) (an ioctl each)", make_settimeout)
 
     def make_poll() -> Callable[[], Any]:
-        from hprose_cluster.transport.tcp import _has_pending_input
+        from hprose_cluster.transport.tcp.client import _has_pending_input
 
         a, b = socket.socketpair()
         _KEEP.append(b)
@@ -244,7 +244,7 @@ def parts() -> list[tuple[str, str, Callable[[], Any] | str]]:
         _KEEP.append(b)  # the peer stays open, so the pooled end is not readable
         pool = transport.pool
         pool._open.add(a)
-        pool._idle.append(a)
+        pool._idle.append((a, time.monotonic()))
         forever = Deadline(None)
 
         def step() -> None:

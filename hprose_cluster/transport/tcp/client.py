@@ -36,6 +36,7 @@ from ..base import BaseClient
 from ..errors import call_failed, connect_error, timed_out_unsent
 from .duplex import DeadConnection, FullDuplexConnection
 from .pool import ConnectionPool
+from .stale import STALE_CHECK_AFTER, has_pending_input, refused_unread
 
 logger = logging.getLogger("hprose_cluster.transport.tcp")
 
@@ -86,17 +87,6 @@ def parse_tcp_url(url: str) -> tuple[str, str, int, int]:
     return scheme, host, port, _SCHEMES[scheme]
 
 
-def _has_pending_input(sock: socket.socket) -> bool:
-    """True when an idle plain connection is readable: the server closed it or sent garbage.
-
-    Checked before every reuse (one ``poll``): a server that closed the connection while it
-    sat idle is then noticed before the request goes out (a new connection, not a ``sent``
-    error).  Not used for TLS, where a TLS 1.3 session ticket can sit unread on a healthy
-    connection.
-    """
-    return type(sock) is streams.TimedSocket and bool(sock.idle_poll(0))  # type: ignore
-
-
 class TcpTransport:
     """The hprose TCP wire for one server URL; implements ``transport.base.Transport``.
 
@@ -133,7 +123,8 @@ class TcpTransport:
         if ssl_context is None and self.scheme in TLS_SCHEMES:
             ssl_context = ssl.create_default_context()
         self.ssl_context = ssl_context
-        self.pool = ConnectionPool(url, size, self._connect, _has_pending_input)
+        self.pool = ConnectionPool(url, size, self._connect, has_pending_input,
+                                   STALE_CHECK_AFTER)
         self._fd_lock = threading.Lock()
         self._fd_conn: FullDuplexConnection | None = None
         self._retired = False
@@ -166,53 +157,65 @@ class TcpTransport:
         if length > framing.LENGTH_MASK:
             raise ValueError("hprose frame body too large: %d bytes" % length)
         frame = _pack_word(length) + request
-        sock = self.pool.acquire(deadline)
-        if type(sock) is not streams.TimedSocket:
-            return self._tls_half_duplex_round_trip(sock, frame, deadline)
-        # Half duplex on a plain socket: it stays blocking; one send and, for a small reply,
-        # one recv (its kernel timeout is changed only when this deadline needs a nearer one)
-        at = deadline.at
-        ok = False
-        sent = 0
-        try:
-            if at is None:
-                fast = not sock.rcvtimeo
-            else:
-                left = at - _clock()
-                if left <= 0.0:
-                    raise timed_out_unsent(self.url, deadline)
-                fast = 0.0 < sock.rcvtimeo <= left - _MARGIN
+        tries = self.pool.size + 1  # every pooled connection may turn out closed, then a new one
+        while True:
+            sock = self.pool.acquire(deadline)
+            if type(sock) is not streams.TimedSocket:
+                return self._tls_half_duplex_round_trip(sock, frame, deadline)
+            # Half duplex on a plain socket: it stays blocking; one send and, for a small
+            # reply, one recv (its kernel timeout is changed only when this deadline needs a
+            # nearer one)
+            at = deadline.at
+            ok = False
+            sent = 0
+            waiting = False  # the request is out, nothing of the reply came yet
             try:
-                sent = sock.send(frame, _DONTWAIT)
-            except BlockingIOError:
-                pass
-            if sent != len(frame):
-                sent = self._send_rest(sock, frame, sent, deadline)
-            if fast:
+                if at is None:
+                    fast = not sock.rcvtimeo
+                else:
+                    left = at - _clock()
+                    if left <= 0.0:
+                        raise timed_out_unsent(self.url, deadline)
+                    fast = 0.0 < sock.rcvtimeo <= left - _MARGIN
                 try:
-                    data = sock.recv(_RECV_CHUNK)
-                except BlockingIOError:  # its kernel timeout ended: the deadline decides
+                    sent = sock.send(frame, _DONTWAIT)
+                except BlockingIOError:
+                    pass
+                if sent != len(frame):
+                    sent = self._send_rest(sock, frame, sent, deadline)
+                waiting = True
+                if fast:
+                    try:
+                        data = sock.recv(_RECV_CHUNK)
+                    except BlockingIOError:  # its kernel timeout ended: the deadline decides
+                        data = streams.recv_before(sock, at)
+                else:
                     data = streams.recv_before(sock, at)
-            else:
-                data = streams.recv_before(sock, at)
-            size = len(data)
-            if size > 4:
-                word = _word_from(data[:4], "big")
-                if word + 4 == size and word <= self.max_frame:
-                    ok = True
-                    return data[4:]
-            body = self._read_rest(sock, data, at)
-            ok = True
-            return body
-        except TransportError:
-            raise
-        except (OSError, EOFError, framing.OversizedFrame) as error:
-            raise call_failed(self.url, error, deadline, what="hprose TCP call") from error
-        finally:
-            if ok:
-                self.pool.release(sock)
-            else:
-                self.pool.discard(sock)
+                waiting = not data
+                size = len(data)
+                if size > 4:
+                    word = _word_from(data[:4], "big")
+                    if word + 4 == size and word <= self.max_frame:
+                        ok = True
+                        return data[4:]
+                body = self._read_rest(sock, data, at)
+                ok = True
+                return body
+            except TransportError:
+                raise
+            except (OSError, EOFError, framing.OversizedFrame) as error:
+                tries -= 1
+                if not (tries and (waiting or not sent)
+                        and refused_unread(sock, error, deadline)):
+                    raise call_failed(self.url, error, deadline,
+                                      what="hprose TCP call") from error
+                logger.debug("%s had closed a pooled connection; the request goes on "
+                             "another", self.url)
+            finally:
+                if ok:
+                    self.pool.release(sock)
+                else:
+                    self.pool.discard(sock)
 
     def _full_duplex_round_trip(self, request: bytes, deadline: Deadline) -> bytes:
         """A call on a new (or newly made) shared connection."""
