@@ -141,7 +141,15 @@ class TcpTransport:
 
     def call(self, request: bytes, timeout: float | None) -> bytes:
         """``round_trip`` with a timeout in seconds (None: none) instead of a ``Deadline``."""
-        return self.round_trip(request, deadline_after(timeout))
+        deadline = deadline_after(timeout)
+        if self.full_duplex:
+            conn = self._fd_conn
+            if conn is not None and not conn.dead:
+                try:
+                    return conn.call(request, deadline)
+                except DeadConnection:  # it broke before our request went out (or was read)
+                    pass
+        return self.round_trip(request, deadline)
 
     def round_trip(self, request: bytes, deadline: Deadline) -> bytes:
         """Send one request and return its reply body (see ``Transport.round_trip``)."""

@@ -7,11 +7,14 @@ is in.  With one calling thread that is one send and one receive in the caller, 
 duplex, instead of two thread crossings per call through a reader thread; with many, one
 wake-up per reply, as before.
 
-Nobody reads while no call is pending, so a call that finds the connection idle first looks
-(one ``poll``) for what may have come meanwhile: a late reply of a call that timed out (read
-and dropped), or the server's close, which makes the connection dead before anything is sent
-(``DeadConnection``: the transport retries on a new one).  When the connection breaks, every
-call still waiting on it fails with the same error and the connection is dead.
+Nobody reads while no call is pending, so a call that finds the connection idle for
+``STALE_CHECK_AFTER`` or more first looks (one ``poll``) for what may have come meanwhile: a
+late reply of a call that timed out (read and dropped), or the server's close, which makes the
+connection dead before anything is sent (``DeadConnection``: the transport retries on a new
+one).  A connection used more recently is sent on at once: a late reply is dropped by the
+reader all the same, and a close is proved by the reset the request meets (``stale.py``):
+the request sent last was then not read, and only that one is retried.  When the connection
+breaks, every call still waiting on it fails with the same error and the connection is dead.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ...errors import CallTimeout, FrameError, TransportError
 from .. import framing, streams
 from ..errors import oversized_reply
 from ..streams import close_quietly
+from .stale import STALE_CHECK_AFTER, refused_unread
 
 logger = logging.getLogger("hprose_cluster.transport.tcp")
 
@@ -46,7 +50,10 @@ _MARGIN = streams.KERNEL_TIMEOUT_MARGIN
 
 
 class DeadConnection(Exception):
-    """The shared connection died before this call was sent: open a new one and retry."""
+    """The shared connection died before this call was sent (or read): retry on a new one."""
+
+
+_UNREAD = TransportError("the server closed the connection before reading the request")
 
 
 class _PendingCall:
@@ -87,6 +94,8 @@ class FullDuplexConnection:
         self._reading = False  # some thread holds the reader role
         self._decoder = framing.FrameDecoder(max_frame)
         self._empty = True  # the decoder holds nothing (kept by the reader role's holder)
+        self._checked_at = _clock()  # when a call last found it idle and polled, or started
+        self._last_sent: _PendingCall | None = None  # whose request went out last
 
     # --- one call ------------------------------------------------------------------------
 
@@ -114,13 +123,14 @@ class FullDuplexConnection:
                 with self._lock:
                     if self.dead:
                         raise DeadConnection()
-                    if self._pending or self._reading or not (
-                            self._input_waiting() if self.tls
-                            else self.sock.idle_poll(0)):  # type: ignore[attr-defined]
+                    if self._pending or self._reading or (
+                            _clock() - self._checked_at < STALE_CHECK_AFTER and not self.tls
+                    ) or not self._input_waiting():
                         request_id = next(self._ids) & 0xFFFFFFFF
                         while request_id in self._pending or request_id == 0:
                             request_id = next(self._ids) & 0xFFFFFFFF
                         self._pending[request_id] = call
+                        self._checked_at = _clock()
                         break
                     self._reading = True  # idle, and something came: look at it first
                 self._read_idle_input()
@@ -138,6 +148,7 @@ class FullDuplexConnection:
                         url=self.url, sent=True), error)
             if sent != len(frame):
                 self._send_rest(frame, sent, request_id, deadline)
+            self._last_sent = call
         finally:
             send_lock.release()
             if self.dead:
@@ -167,6 +178,8 @@ class FullDuplexConnection:
                             self._pending.pop(request_id, None)
                             raise self._timed_out(deadline)
         if call.error is not None:
+            if call.error is _UNREAD:
+                raise DeadConnection()
             # one error object is shared by every call the broken connection failed: raise a
             # copy per caller so that concurrent raises do not mix their tracebacks
             failure = call.error
@@ -265,8 +278,12 @@ class FullDuplexConnection:
             self._fail(error, None)
         except (OSError, EOFError) as error:
             reason = "connection closed" if isinstance(error, EOFError) else str(error)
+            # a reset: the request sent last (none is going out) met a closed connection
+            unread = None
+            if refused_unread(sock, error, deadline) and not self._send_lock.locked():
+                unread = self._last_sent
             self._fail(TransportError("hprose TCP connection to %s broke: %s" % (self.url, reason),
-                                      url=self.url, sent=True), error)
+                                      url=self.url, sent=True), error, unread)
         finally:
             with self._lock:
                 self._reading = False
@@ -361,9 +378,10 @@ class FullDuplexConnection:
 
     # --- failing and closing ---------------------------------------------------------------
 
-    def _fail(self, error: TransportError, cause: BaseException | None) -> None:
+    def _fail(self, error: TransportError, cause: BaseException | None,
+              unread: _PendingCall | None = None) -> None:
         """Mark dead, shut the socket down (the last thread using it closes it), and fail
-        every waiting call with ``error``."""
+        every waiting call with ``error`` (``unread``, if waiting, with ``DeadConnection``)."""
         if cause is not None:
             error.__cause__ = cause
         with self._lock:
@@ -372,7 +390,7 @@ class FullDuplexConnection:
             pending, self._pending = self._pending, {}
             wakers = []
             for call in pending.values():
-                call.error = error
+                call.error = _UNREAD if call is unread else error
                 if call.waker is not None:
                     wakers.append(call.waker)
                     call.waker = None

@@ -41,22 +41,24 @@ class _OneShotServer:
                 self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _read_frame(self, conn: socket.socket) -> bool:
+    def _read_frame(self, conn: socket.socket) -> framing.Frame | None:
         decoder = framing.FrameDecoder(1 << 20)
         while True:
             data = conn.recv(65536)
             if not data:
-                return False
+                return None
             decoder.feed(data)
-            if decoder.next_frame() is not None:
+            frame = decoder.next_frame()
+            if frame is not None:
                 with self._lock:
                     self.requests += 1
-                return True
+                return frame
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
-            if self._read_frame(conn):
-                conn.sendall(framing.encode_half(REPLY))
+            frame = self._read_frame(conn)
+            if frame is not None:
+                conn.sendall(framing.encode(REPLY, frame.request_id))
                 if self.read_more:
                     self._read_frame(conn)
 
@@ -64,12 +66,14 @@ class _OneShotServer:
         self.listener.close()
 
 
-def test_a_connection_closed_right_after_its_reply_is_replaced_without_a_sent_error() -> None:
+@pytest.mark.parametrize("full_duplex", [False, True])
+def test_a_connection_closed_right_after_its_reply_is_replaced_without_a_sent_error(
+        full_duplex: bool) -> None:
     """What a stopping server does: it answers, then closes at once; a caller calling again at
     once meets the closed connection with its next request, which the server never reads."""
     server = _OneShotServer()
     try:
-        with TcpClient(server.url, timeout=5) as client:
+        with TcpClient(server.url, timeout=5, full_duplex=full_duplex) as client:
             for _ in range(50):
                 assert client.hello("w") == "Hello w"
             assert server.requests == 50 and server.connections >= 50
@@ -77,10 +81,11 @@ def test_a_connection_closed_right_after_its_reply_is_replaced_without_a_sent_er
         server.close()
 
 
-def test_a_request_the_server_read_before_closing_is_a_sent_failure() -> None:
+@pytest.mark.parametrize("full_duplex", [False, True])
+def test_a_request_the_server_read_before_closing_is_a_sent_failure(full_duplex: bool) -> None:
     server = _OneShotServer(read_more=True)
     try:
-        with TcpClient(server.url, timeout=5) as client:
+        with TcpClient(server.url, timeout=5, full_duplex=full_duplex) as client:
             assert client.hello("w") == "Hello w"
             # the server reads this one, then closes without a reply: it may have run
             with pytest.raises(TransportError) as caught:
