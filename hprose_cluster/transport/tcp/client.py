@@ -139,9 +139,12 @@ class TcpTransport:
 
     # --- public ---------------------------------------------------------------------------
 
-    def call(self, request: bytes, timeout: float | None) -> bytes:
-        """``round_trip`` with a timeout in seconds (None: none) instead of a ``Deadline``."""
-        deadline = deadline_after(timeout)
+    def call(self, request: bytes, timeout: float | None,
+             deadline: Deadline | None = None) -> bytes:
+        """``round_trip`` within ``timeout`` seconds from now (None: no limit) when no
+        ``deadline`` is given: the plain call of a ``TcpClient``, made without extra steps."""
+        if deadline is None:
+            deadline = deadline_after(timeout)
         if self.full_duplex:
             conn = self._fd_conn
             if conn is not None and not conn.dead:
@@ -149,25 +152,26 @@ class TcpTransport:
                     return conn.call(request, deadline)
                 except DeadConnection:  # it broke before our request went out (or was read)
                     pass
-        return self.round_trip(request, deadline)
-
-    def round_trip(self, request: bytes, deadline: Deadline) -> bytes:
-        """Send one request and return its reply body (see ``Transport.round_trip``)."""
-        if self.full_duplex:
-            conn = self._fd_conn
-            if conn is not None and not conn.dead:
-                try:
-                    return conn.call(request, deadline)
-                except DeadConnection:  # it broke before our request went out
-                    pass
             return self._full_duplex_round_trip(request, deadline)
         length = len(request)
         if length > framing.LENGTH_MASK:
             raise ValueError("hprose frame body too large: %d bytes" % length)
         frame = _pack_word(length) + request
-        tries = self.pool.size + 1  # every pooled connection may turn out closed, then a new one
+        length += 4
+        pool = self.pool
+        tries = pool.size + 1  # every pooled connection may turn out closed, then a new one
         while True:
-            sock = self.pool.acquire(deadline)
+            # the pool's uncontended acquire, inline: an idle connection while nobody waits
+            # (ConnectionPool.acquire does the rest: waiting, connecting, the staleness poll)
+            sock: Any = None
+            with pool._lock:
+                if pool._idle and not pool._waiters:
+                    sock, since = pool._idle.pop()
+            if sock is None or (_clock() - since >= pool._check_after
+                                and has_pending_input(sock)):
+                if sock is not None:
+                    pool.discard(sock)
+                sock = pool.acquire(deadline)
             if type(sock) is not streams.TimedSocket:
                 return self._tls_half_duplex_round_trip(sock, frame, deadline)
             # Half duplex on a plain socket: it stays blocking; one send and, for a small
@@ -189,7 +193,7 @@ class TcpTransport:
                     sent = sock.send(frame, _DONTWAIT)
                 except BlockingIOError:
                     pass
-                if sent != len(frame):
+                if sent != length:
                     sent = self._send_rest(sock, frame, sent, deadline)
                 waiting = True
                 if fast:
@@ -221,9 +225,19 @@ class TcpTransport:
                              "another", self.url)
             finally:
                 if ok:
-                    self.pool.release(sock)
+                    # the pool's release, inline when nobody waits and it is not retired
+                    with pool._lock:
+                        if not pool._waiters and not pool._retired and sock in pool._open:
+                            pool._idle.append((sock, _clock()))
+                            sock = None
+                    if sock is not None:
+                        pool.release(sock)
                 else:
-                    self.pool.discard(sock)
+                    pool.discard(sock)
+
+    def round_trip(self, request: bytes, deadline: Deadline) -> bytes:
+        """Send one request and return its reply body (see ``Transport.round_trip``)."""
+        return self.call(request, None, deadline)
 
     def _full_duplex_round_trip(self, request: bytes, deadline: Deadline) -> bytes:
         """A call on a new (or newly made) shared connection."""
