@@ -118,19 +118,26 @@ class FullDuplexConnection:
                                   % (self.url, deadline.describe()), url=self.url, sent=False)
         call = _new(_PendingCall)  # no __init__ call on the hot path
         call.reply = call.error = call.waker = None
+        lead = False  # took the reader role with the registration (the only call)
         try:
             while True:
+                now = _clock()
                 with self._lock:
                     if self.dead:
                         raise DeadConnection()
-                    if self._pending or self._reading or (
-                            _clock() - self._checked_at < STALE_CHECK_AFTER and not self.tls
+                    pending = self._pending
+                    if pending or self._reading or (
+                            now - self._checked_at < STALE_CHECK_AFTER and not self.tls
                     ) or not self._input_waiting():
                         request_id = next(self._ids) & 0xFFFFFFFF
-                        while request_id in self._pending or request_id == 0:
+                        while request_id in pending or request_id == 0:
                             request_id = next(self._ids) & 0xFFFFFFFF
-                        self._pending[request_id] = call
-                        self._checked_at = _clock()
+                        # alone: nothing else can come but late replies, so this caller is
+                        # the reader at once (no second turn of the lock for it)
+                        lead = not pending and not self._reading
+                        self._reading = self._reading or lead
+                        pending[request_id] = call
+                        self._checked_at = now
                         break
                     self._reading = True  # idle, and something came: look at it first
                 self._read_idle_input()
@@ -149,13 +156,19 @@ class FullDuplexConnection:
             if sent != len(frame):
                 self._send_rest(frame, sent, request_id, deadline)
             self._last_sent = call
+        except BaseException:
+            if lead:  # the call ends here (timed out sending): the role goes on
+                self._pass_role()
+            raise
         finally:
             send_lock.release()
             if self.dead:
                 self._close_if_unused()
         # the reply: read it ourselves while nobody else reads, else sleep until the reader
         # hands it over (or hands over the reader role)
-        while True:
+        if lead:
+            self._lead(call, request_id, deadline)
+        while call.reply is None and call.error is None:
             with self._lock:
                 if call.reply is None and call.error is None:
                     if not self._reading:
@@ -230,7 +243,7 @@ class FullDuplexConnection:
         on to a waiting caller."""
         decoder = self._decoder
         at = deadline.at
-        timed_out = False
+        timed_out = released = False
         sock = self.sock
         try:
             while call.reply is None and call.error is None:
@@ -264,10 +277,13 @@ class FullDuplexConnection:
                         if got != request_id:
                             self._deliver(got, data[8:])
                             continue
-                        with self._lock:
+                        with self._lock:  # ours: take it and give up the role at once
                             if self._pending.pop(got, None) is call:
                                 call.reply = data[8:]
-                        continue
+                            self._reading = False
+                            waker = self._pending and self._waiting_follower()
+                        released = True
+                        break
                 decoder.feed(data)
                 self._empty = False
         except TimeoutError:
@@ -285,9 +301,10 @@ class FullDuplexConnection:
             self._fail(TransportError("hprose TCP connection to %s broke: %s" % (self.url, reason),
                                       url=self.url, sent=True), error, unread)
         finally:
-            with self._lock:
-                self._reading = False
-                waker = self._pending and self._waiting_follower()
+            if not released:
+                with self._lock:
+                    self._reading = False
+                    waker = self._pending and self._waiting_follower()
             if waker:
                 waker.release()
             elif self.dead:
