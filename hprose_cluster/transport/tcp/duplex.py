@@ -23,6 +23,7 @@ import itertools
 import logging
 import socket
 import ssl
+import struct
 import threading
 import time
 
@@ -39,6 +40,8 @@ __all__ = ["DeadConnection", "FullDuplexConnection"]
 
 _clock = time.monotonic
 _word_from = int.from_bytes
+_pack_head = struct.Struct(">II").pack
+_unpack_head = struct.Struct(">II").unpack_from
 _new_lock = threading.Lock
 _new = object.__new__
 _DONTWAIT = socket.MSG_DONTWAIT
@@ -141,7 +144,7 @@ class FullDuplexConnection:
                         break
                     self._reading = True  # idle, and something came: look at it first
                 self._read_idle_input()
-            frame = (((length | _FULL) << 32) | request_id).to_bytes(8, "big") + request
+            frame = _pack_head(length | _FULL, request_id) + request
             sent = 0
             if not self.tls:
                 try:
@@ -167,7 +170,43 @@ class FullDuplexConnection:
         # the reply: read it ourselves while nobody else reads, else sleep until the reader
         # hands it over (or hands over the reader role)
         if lead:
-            self._lead(call, request_id, deadline)
+            sock = self.sock
+            at = deadline.at
+            if self._empty and not self.tls and (
+                    not sock.rcvtimeo if at is None  # type: ignore[attr-defined]
+                    else 0.0 < sock.rcvtimeo <= at - _clock() - _MARGIN):  # type: ignore
+                # the one call's reply, as _lead reads it first: one whole frame, ours
+                failed: OSError | None = None
+                try:
+                    data = sock.recv(_RECV_CHUNK)
+                except BlockingIOError:  # its kernel timeout ended: _lead receives again
+                    data = b""
+                except OSError as error:  # _lead raises it where its failures are handled
+                    data, failed = b"", error
+                size = len(data)
+                if size > 8:
+                    word, got = _unpack_head(data, 0)
+                    if word & _FULL and (word & _MASK) + 8 == size and got == request_id \
+                            and size - 8 <= self.max_frame:
+                        with self._lock:
+                            if self._pending.pop(got, None) is call:
+                                call.reply = data[8:]
+                            self._reading = False
+                            waker = self._pending and self._waiting_follower()
+                        if waker:
+                            waker.release()
+                        elif self.dead:
+                            self._close_if_unused()
+                        if call.reply is not None and not self.retiring:
+                            return call.reply
+                        data = b""
+                if data:
+                    self._decoder.feed(data)  # anything else: the reader loop takes it
+                    self._empty = False
+                if call.reply is None and call.error is None:
+                    self._lead(call, request_id, deadline, failed)
+            elif call.reply is None and call.error is None:
+                self._lead(call, request_id, deadline)
         while call.reply is None and call.error is None:
             with self._lock:
                 if call.reply is None and call.error is None:
@@ -237,15 +276,18 @@ class FullDuplexConnection:
 
     # --- the reader role -----------------------------------------------------------------
 
-    def _lead(self, call: _PendingCall, request_id: int, deadline: Deadline) -> None:
+    def _lead(self, call: _PendingCall, request_id: int, deadline: Deadline,
+              failed: OSError | None = None) -> None:
         """Holding the reader role: read frames until ``call`` has its reply, the deadline
-        passes (CallTimeout) or the connection breaks (``call.error``); then pass the role
-        on to a waiting caller."""
+        passes (CallTimeout) or the connection breaks (``call.error``; ``failed``: a receive
+        of the caller's failed already); then pass the role on to a waiting caller."""
         decoder = self._decoder
         at = deadline.at
         timed_out = released = False
         sock = self.sock
         try:
+            if failed is not None:
+                raise failed
             while call.reply is None and call.error is None:
                 empty = self._empty
                 if not empty:
