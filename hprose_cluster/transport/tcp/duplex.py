@@ -137,14 +137,15 @@ class FullDuplexConnection:
                             request_id = next(self._ids) & 0xFFFFFFFF
                         # alone: nothing else can come but late replies, so this caller is
                         # the reader at once (no second turn of the lock for it)
-                        lead = not pending and not self._reading
-                        self._reading = self._reading or lead
+                        if not pending and not self._reading:
+                            lead = self._reading = True
                         pending[request_id] = call
                         self._checked_at = now
                         break
                     self._reading = True  # idle, and something came: look at it first
                 self._read_idle_input()
             frame = _pack_head(length | _FULL, request_id) + request
+            length += 8
             sent = 0
             if not self.tls:
                 try:
@@ -152,11 +153,11 @@ class FullDuplexConnection:
                 except BlockingIOError:
                     pass
                 except OSError as error:
-                    sent = len(frame)  # no more to write: the call fails below
+                    sent = length  # no more to write: the call fails below
                     self._fail(TransportError(
                         "hprose TCP call to %s failed while sending: %s" % (self.url, error),
                         url=self.url, sent=True), error)
-            if sent != len(frame):
+            if sent != length:
                 self._send_rest(frame, sent, request_id, deadline)
             self._last_sent = call
         except BaseException:
