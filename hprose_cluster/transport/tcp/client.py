@@ -27,7 +27,6 @@ import struct
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from ...deadline import Deadline, deadline_after
 from ...errors import CallTimeout, ConfigError, ConnectError, FrameError, TransportError
@@ -37,16 +36,11 @@ from ..errors import call_failed, connect_error, timed_out_unsent
 from .duplex import DeadConnection, FullDuplexConnection
 from .pool import ConnectionPool
 from .stale import STALE_CHECK_AFTER, has_pending_input, refused_unread
+from .url import TLS_SCHEMES, parse_tcp_url
 
 logger = logging.getLogger("hprose_cluster.transport.tcp")
 
 __all__ = ["TcpTransport", "TcpClient", "parse_tcp_url"]
-
-_SCHEMES = {"tcp": socket.AF_UNSPEC, "tcp4": socket.AF_INET, "tcp6": socket.AF_INET6,
-            # TLS over TCP, as hprose for Node.js names it (Go uses tcp:// plus a TLS config)
-            "tcps": socket.AF_UNSPEC, "tcp4s": socket.AF_INET, "tcp6s": socket.AF_INET6,
-            "tls": socket.AF_UNSPEC}
-TLS_SCHEMES = frozenset(("tcps", "tcp4s", "tcp6s", "tls"))
 
 _clock = time.monotonic
 _pack_word = struct.Struct(">I").pack
@@ -61,30 +55,6 @@ DEFAULT_POOL_SIZE = 16
 """Default cap of half-duplex connections per server.  Connections are opened only as calls
 find none free, so the pool grows to the number of concurrent callers, up to this cap (a pool
 of ``os.cpu_count()`` made 8 threads queue for 2 connections: p99 36 ms instead of 2.4 ms)."""
-
-
-def parse_tcp_url(url: str) -> tuple[str, str, int, int]:
-    """``tcp://host:port/anything`` -> ``(scheme, host, port, address family)``.
-
-    The path is ignored (Go ignores it too).  ``ConfigError`` naming the URL for an unknown
-    scheme or a missing host or port.
-    """
-    try:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        host = parts.hostname
-        port = parts.port
-    except (ValueError, AttributeError, TypeError) as error:
-        raise ConfigError("bad hprose TCP URL %r: %s" % (url, error)) from error
-    if scheme not in _SCHEMES:
-        raise ConfigError(
-            "bad hprose TCP URL %r: scheme must be one of %s, not %r"
-            % (url, ", ".join(_SCHEMES), scheme))
-    if not host:
-        raise ConfigError("bad hprose TCP URL %r: no host" % (url,))
-    if port is None or port == 0:
-        raise ConfigError("bad hprose TCP URL %r: no port" % (url,))
-    return scheme, host, port, _SCHEMES[scheme]
 
 
 class TcpTransport:
