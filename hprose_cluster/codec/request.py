@@ -38,6 +38,15 @@ def encode_call(name: str, args: Sequence[Any], byref: bool = False,
     (references count from the argument list; ``byref`` adds ``t``)."""
     head = _heads.get(name) or _head(name)
     count = len(args)
+    if count == 1 and not byref and type(args[0]) is str:  # the commonest call of all
+        v = args[0]
+        size = len(v)
+        if size > 1:
+            data = v.encode("utf-8")
+            if len(data) == size:
+                return b'%sa1{s%d"%s"}z' % (head, size, data)
+        elif size and v < "\x80":
+            return b"%sa1{u%s}z" % (head, v.encode("ascii"))
     if not count:
         return head + b"a{}tz" if byref else head + b"z"
     out = [head, _OPEN[count] if count < 16 else b"a%d{" % count]

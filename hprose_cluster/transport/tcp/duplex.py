@@ -87,9 +87,9 @@ class FullDuplexConnection(ReplyReader):
                     if pending or self._reading or (
                             now - self._checked_at < STALE_CHECK_AFTER and not self.tls
                     ) or not self._input_waiting():
-                        request_id = next(self._ids) & 0xFFFFFFFF
-                        while request_id in pending or request_id == 0:
-                            request_id = next(self._ids) & 0xFFFFFFFF
+                        request_id = next(self._ids)
+                        if request_id > 0xFFFFFFFF or request_id in pending:
+                            request_id = self._free_id()
                         # alone: nothing else can come but late replies, so this caller is
                         # the reader at once (no second turn of the lock for it)
                         if not pending and not self._reading:
@@ -128,9 +128,9 @@ class FullDuplexConnection(ReplyReader):
         if lead:
             sock = self.sock
             at = deadline.at
-            if self._empty and not self.tls and (
+            if self._empty and not self.tls and (  # (now: microseconds ago, in the margin)
                     not sock.rcvtimeo if at is None  # type: ignore[attr-defined]
-                    else 0.0 < sock.rcvtimeo <= at - _clock() - _MARGIN):  # type: ignore
+                    else 0.0 < sock.rcvtimeo <= at - now - _MARGIN):  # type: ignore
                 # the one call's reply, as _lead reads it first: one whole frame, ours
                 failed: OSError | None = None
                 try:
@@ -196,6 +196,16 @@ class FullDuplexConnection(ReplyReader):
         if self.retiring and not self._pending:
             self.retire()
         return call.reply  # type: ignore[return-value]
+
+    def _free_id(self) -> int:
+        """(Under the lock.)  The next request id not in use, the counter wrapped at 2**32."""
+        while True:
+            request_id = next(self._ids)
+            if request_id > 0xFFFFFFFF:
+                self._ids = itertools.count(1)
+                continue
+            if request_id not in self._pending:
+                return request_id
 
     def _input_waiting(self) -> bool:
         """Something to read on the idle connection (or it is unusable)?  One poll."""
