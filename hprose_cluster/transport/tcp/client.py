@@ -134,14 +134,15 @@ class TcpTransport:
             # the pool's uncontended acquire, inline: an idle connection while nobody waits
             # (ConnectionPool.acquire does the rest: waiting, connecting, the staleness poll)
             sock: Any = None
+            now = _clock()  # (also this call's time of release: an idle time a bit long)
             with pool._lock:
                 if pool._idle and not pool._waiters:
                     sock, since = pool._idle.pop()
-            if sock is None or (_clock() - since >= pool._check_after
-                                and has_pending_input(sock)):
+            if sock is None or (now - since >= pool._check_after and has_pending_input(sock)):
                 if sock is not None:
                     pool.discard(sock)
                 sock = pool.acquire(deadline)
+                now = _clock()
             if type(sock) is not streams.TimedSocket:
                 return self._tls_half_duplex_round_trip(sock, frame, deadline)
             # Half duplex on a plain socket: it stays blocking; one send and, for a small
@@ -155,7 +156,7 @@ class TcpTransport:
                 if at is None:
                     fast = not sock.rcvtimeo
                 else:
-                    left = at - _clock()
+                    left = at - now
                     if left <= 0.0:
                         raise timed_out_unsent(self.url, deadline)
                     fast = 0.0 < sock.rcvtimeo <= left - _MARGIN
@@ -198,7 +199,7 @@ class TcpTransport:
                     # the pool's release, inline when nobody waits and it is not retired
                     with pool._lock:
                         if not pool._waiters and not pool._retired and sock in pool._open:
-                            pool._idle.append((sock, _clock()))
+                            pool._idle.append((sock, now))
                             sock = None
                     if sock is not None:
                         pool.release(sock)
