@@ -267,7 +267,7 @@ class BaseClient(hprose.HproseClient):
         """
         if (not options and callback is None and not byref and resultMode == _NORMAL
                 and simple is None):
-            return self._call(name, args)
+            return self._call(name, args if isinstance(args, (list, tuple)) else list(args))
         unknown = [key for key in options if key not in self.CALL_OPTIONS]
         if unknown:
             raise TypeError("%s.invoke() got unknown call option(s) %s (allowed: %s)"
