@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["Deadline", "deadline_after"]
+__all__ = ["Deadline", "deadline_after", "deadline_at"]
 
 _clock = time.monotonic
 _new = object.__new__
@@ -103,4 +103,16 @@ def deadline_after(timeout: float | None) -> Deadline:
     deadline = _new(Deadline)
     deadline.timeout = timeout = timeout if type(timeout) is float else float(timeout)
     deadline.at = _clock() + timeout
+    return deadline
+
+
+def deadline_at(timeout: float | None, at: float | None) -> Deadline:
+    """The ``Deadline`` of ``timeout`` seconds that ends at ``at`` (a ``time.monotonic()``
+    value its caller worked out from a clock read of its own: a hot path that needs only
+    ``at`` makes the object when something needs it)."""
+    if at is None:
+        return _NONE
+    deadline = _new(Deadline)
+    deadline.timeout = None if timeout is None else float(timeout)
+    deadline.at = at
     return deadline

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from ...deadline import Deadline, deadline_after
+from ...deadline import Deadline, deadline_after, deadline_at
 from ...errors import CallTimeout, ConfigError, ConnectError, FrameError, TransportError
 from .. import framing, streams
 from ..base import BaseClient
@@ -113,9 +113,9 @@ class TcpTransport:
              deadline: Deadline | None = None) -> bytes:
         """``round_trip`` within ``timeout`` seconds from now (None: no limit) when no
         ``deadline`` is given: the plain call of a ``TcpClient``, made without extra steps."""
-        if deadline is None:
-            deadline = deadline_after(timeout)
         if self.full_duplex:
+            if deadline is None:
+                deadline = deadline_after(timeout)
             conn = self._fd_conn
             if conn is not None and not conn.dead:
                 try:
@@ -130,25 +130,30 @@ class TcpTransport:
         length += 4
         pool = self.pool
         tries = pool.size + 1  # every pooled connection may turn out closed, then a new one
+        now = _clock()  # (also this call's time of release: an idle time a bit long)
+        if deadline is not None or timeout is None:
+            at = None if deadline is None else deadline.at
+        else:  # the Deadline object is made only if something needs more than ``at``
+            at = now + (timeout if type(timeout) is float else float(timeout))
         while True:
             # the pool's uncontended acquire, inline: an idle connection while nobody waits
             # (ConnectionPool.acquire does the rest: waiting, connecting, the staleness poll)
             sock: Any = None
-            now = _clock()  # (also this call's time of release: an idle time a bit long)
             with pool._lock:
                 if pool._idle and not pool._waiters:
                     sock, since = pool._idle.pop()
             if sock is None or (now - since >= pool._check_after and has_pending_input(sock)):
                 if sock is not None:
                     pool.discard(sock)
+                deadline = deadline or deadline_at(timeout, at)
                 sock = pool.acquire(deadline)
                 now = _clock()
             if type(sock) is not streams.TimedSocket:
-                return self._tls_half_duplex_round_trip(sock, frame, deadline)
+                return self._tls_half_duplex_round_trip(sock, frame,
+                                                        deadline or deadline_at(timeout, at))
             # Half duplex on a plain socket: it stays blocking; one send and, for a small
             # reply, one recv (its kernel timeout is changed only when this deadline needs a
             # nearer one)
-            at = deadline.at
             ok = False
             sent = 0
             waiting = False  # the request is out, nothing of the reply came yet
@@ -158,13 +163,14 @@ class TcpTransport:
                 else:
                     left = at - now
                     if left <= 0.0:
-                        raise timed_out_unsent(self.url, deadline)
+                        raise timed_out_unsent(self.url, deadline or deadline_at(timeout, at))
                     fast = 0.0 < sock.rcvtimeo <= left - _MARGIN
                 try:
                     sent = sock.send(frame, _DONTWAIT)
                 except BlockingIOError:
                     pass
                 if sent != length:
+                    deadline = deadline or deadline_at(timeout, at)
                     sent = self._send_rest(sock, frame, sent, deadline)
                 waiting = True
                 if fast:
@@ -187,6 +193,7 @@ class TcpTransport:
             except TransportError:
                 raise
             except (OSError, EOFError, framing.OversizedFrame) as error:
+                deadline = deadline or deadline_at(timeout, at)
                 tries -= 1
                 if not (tries and (waiting or not sent)
                         and refused_unread(sock, error, deadline)):
@@ -194,6 +201,7 @@ class TcpTransport:
                                       what="hprose TCP call") from error
                 logger.debug("%s had closed a pooled connection; the request goes on "
                              "another", self.url)
+                now = _clock()
             finally:
                 if ok:
                     # the pool's release, inline when nobody waits and it is not retired
