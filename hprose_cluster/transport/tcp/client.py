@@ -114,15 +114,17 @@ class TcpTransport:
         """``round_trip`` within ``timeout`` seconds from now (None: no limit) when no
         ``deadline`` is given: the plain call of a ``TcpClient``, made without extra steps."""
         if self.full_duplex:
-            if deadline is None:
-                deadline = deadline_after(timeout)
             conn = self._fd_conn
             if conn is not None and not conn.dead:
+                start = _clock()
                 try:
-                    return conn.call(request, deadline)
+                    return conn.call(request, deadline, timeout)
                 except DeadConnection:  # it broke before our request went out (or was read)
                     pass
-            return self._full_duplex_round_trip(request, deadline)
+                if deadline is None:  # the next connection's call ends when this one would
+                    deadline = deadline_at(timeout, None if timeout is None
+                                           else start + float(timeout))
+            return self._full_duplex_round_trip(request, deadline or deadline_after(timeout))
         length = len(request)
         if length > framing.LENGTH_MASK:
             raise ValueError("hprose frame body too large: %d bytes" % length)

@@ -25,7 +25,7 @@ import struct
 import threading
 import time
 
-from ...deadline import Deadline
+from ...deadline import Deadline, deadline_at
 from ...errors import CallTimeout, TransportError
 from .. import framing, streams
 from .replies import _UNREAD, DeadConnection, ReplyReader, _PendingCall
@@ -57,8 +57,10 @@ class FullDuplexConnection(ReplyReader):
 
     # --- one call ------------------------------------------------------------------------
 
-    def call(self, request: bytes, deadline: Deadline) -> bytes:
-        """Send ``request`` and wait for its reply, both within ``deadline``.
+    def call(self, request: bytes, deadline: Deadline | None,
+             timeout: float | None = None) -> bytes:
+        """Send ``request`` and wait for its reply, both within ``deadline`` (None: within
+        ``timeout`` seconds from now; the ``Deadline`` is then made only if it is needed).
 
         A call is registered as pending only once it holds the send lock, so a connection
         abandoned by the caller ahead of it fails it as never sent (``DeadConnection``: the
@@ -67,8 +69,14 @@ class FullDuplexConnection(ReplyReader):
         length = len(request)
         if length > _MASK:
             raise ValueError("hprose frame body too large: %d bytes" % length)
+        now = _clock()
+        if deadline is not None or timeout is None:
+            at = None if deadline is None else deadline.at
+        else:
+            at = now + (timeout if type(timeout) is float else float(timeout))
         send_lock = self._send_lock
         if not send_lock.acquire(False):
+            deadline = deadline or deadline_at(timeout, at)
             remaining = deadline.remaining()
             if not send_lock.acquire(timeout=-1 if remaining is None else remaining):
                 raise CallTimeout("hprose TCP call to %s timed out after %s waiting to send "
@@ -79,26 +87,30 @@ class FullDuplexConnection(ReplyReader):
         lead = False  # took the reader role with the registration (the only call)
         try:
             while True:
-                now = _clock()
                 with self._lock:
                     if self.dead:
                         raise DeadConnection()
                     pending = self._pending
-                    if pending or self._reading or (
-                            now - self._checked_at < STALE_CHECK_AFTER and not self.tls
-                    ) or not self._input_waiting():
-                        request_id = next(self._ids)
+                    request_id = next(self._ids)
+                    if pending or self._reading:
                         if request_id > 0xFFFFFFFF or request_id in pending:
                             request_id = self._free_id()
-                        # alone: nothing else can come but late replies, so this caller is
-                        # the reader at once (no second turn of the lock for it)
-                        if not pending and not self._reading:
-                            lead = self._reading = True
                         pending[request_id] = call
                         self._checked_at = now
                         break
+                    if (now - self._checked_at < STALE_CHECK_AFTER and not self.tls) \
+                            or not self._input_waiting():
+                        # alone: nothing else can come but late replies, so this caller is
+                        # the reader at once (no second turn of the lock for it)
+                        if request_id > 0xFFFFFFFF:
+                            request_id = self._free_id()
+                        pending[request_id] = call
+                        self._checked_at = now
+                        lead = self._reading = True
+                        break
                     self._reading = True  # idle, and something came: look at it first
                 self._read_idle_input()
+                now = _clock()
             frame = _pack_head(length | _FULL, request_id) + request
             length += 8
             sent = 0
@@ -113,6 +125,7 @@ class FullDuplexConnection(ReplyReader):
                         "hprose TCP call to %s failed while sending: %s" % (self.url, error),
                         url=self.url, sent=True), error)
             if sent != length:
+                deadline = deadline or deadline_at(timeout, at)
                 self._send_rest(frame, sent, request_id, deadline)
             self._last_sent = call
         except BaseException:
@@ -127,7 +140,6 @@ class FullDuplexConnection(ReplyReader):
         # hands it over (or hands over the reader role)
         if lead:
             sock = self.sock
-            at = deadline.at
             if self._empty and not self.tls and (  # (now: microseconds ago, in the margin)
                     not sock.rcvtimeo if at is None  # type: ignore[attr-defined]
                     else 0.0 < sock.rcvtimeo <= at - now - _MARGIN):  # type: ignore
@@ -142,11 +154,11 @@ class FullDuplexConnection(ReplyReader):
                 size = len(data)
                 if size > 8:
                     word, got = _unpack_head(data, 0)
-                    if word & _FULL and (word & _MASK) + 8 == size and got == request_id \
+                    if word == (size - 8) | _FULL and got == request_id \
                             and size - 8 <= self.max_frame:
                         with self._lock:
                             if self._pending.pop(got, None) is call:
-                                call.reply = data[8:]
+                                call.reply = reply = data[8:]
                             self._reading = False
                             waker = self._pending and self._waiting_follower()
                         if waker:
@@ -154,15 +166,18 @@ class FullDuplexConnection(ReplyReader):
                         elif self.dead:
                             self._close_if_unused()
                         if call.reply is not None and not self.retiring:
-                            return call.reply
+                            return reply
                         data = b""
                 if data:
                     self._decoder.feed(data)  # anything else: the reader loop takes it
                     self._empty = False
                 if call.reply is None and call.error is None:
+                    deadline = deadline or deadline_at(timeout, at)
                     self._lead(call, request_id, deadline, failed)
             elif call.reply is None and call.error is None:
+                deadline = deadline or deadline_at(timeout, at)
                 self._lead(call, request_id, deadline)
+        deadline = deadline or deadline_at(timeout, at)
         while call.reply is None and call.error is None:
             with self._lock:
                 if call.reply is None and call.error is None:
