@@ -116,14 +116,11 @@ class TcpTransport:
         if self.full_duplex:
             conn = self._fd_conn
             if conn is not None and not conn.dead:
-                start = _clock()
                 try:
                     return conn.call(request, deadline, timeout)
-                except DeadConnection:  # it broke before our request went out (or was read)
-                    pass
-                if deadline is None:  # the next connection's call ends when this one would
-                    deadline = deadline_at(timeout, None if timeout is None
-                                           else start + float(timeout))
+                except DeadConnection as dead:  # it broke before our request went out (or
+                    # was read): on the next connection the call ends when it would have here
+                    deadline = deadline or deadline_at(timeout, dead.at)
             return self._full_duplex_round_trip(request, deadline or deadline_after(timeout))
         length = len(request)
         if length > framing.LENGTH_MASK:

@@ -89,7 +89,7 @@ class FullDuplexConnection(ReplyReader):
             while True:
                 with self._lock:
                     if self.dead:
-                        raise DeadConnection()
+                        raise DeadConnection(at)
                     pending = self._pending
                     request_id = next(self._ids)
                     if pending or self._reading:
@@ -202,7 +202,7 @@ class FullDuplexConnection(ReplyReader):
                             raise self._timed_out(deadline)
         if call.error is not None:
             if call.error is _UNREAD:
-                raise DeadConnection()
+                raise DeadConnection(at)
             # one error object is shared by every call the broken connection failed: raise a
             # copy per caller so that concurrent raises do not mix their tracebacks
             failure = call.error

@@ -35,7 +35,12 @@ _MARGIN = streams.KERNEL_TIMEOUT_MARGIN
 
 
 class DeadConnection(Exception):
-    """The shared connection died before this call was sent (or read): retry on a new one."""
+    """The shared connection died before this call was sent (or read): retry on a new one.
+    ``at``: when the call's time is up (``Deadline.at``), for the retry."""
+
+    def __init__(self, at: float | None = None):
+        super().__init__()
+        self.at = at
 
 
 _UNREAD = TransportError("the server closed the connection before reading the request")
