@@ -94,12 +94,14 @@ def parts() -> list[tuple[str, str, Callable[[], Any] | str]]:
         lambda: lambda: base.decode_reply(REPLY, ["w"], 0))
 
     class _Canned(base.BaseClient):
-        def _round_trip(self, request: bytes, timeout: float | None, **options: Any) -> bytes:
+        def _round_trip(self, request: bytes, deadline: Any, **options: Any) -> bytes:
             return REPLY
 
     canned = _Canned()
     add("client", "BaseClient: client.hello('w') over a transport that answers at once "
                   "(encode + decode + call path)", lambda: lambda: canned.hello("w"))
+    add("client", "codec.encode_call('hello', ('w',)) (the plain call's encoder)",
+        lambda: lambda: base.encode_call("hello", ("w",)))
 
     # --- server: dispatch -----------------------------------------------------------------
     import hprose
@@ -195,14 +197,19 @@ def parts() -> list[tuple[str, str, Callable[[], Any] | str]]:
     add("client", "sock.settimeout(x) (an ioctl each)", make_settimeout)
 
     def make_poll() -> Callable[[], Any]:
-        from hprose_cluster.transport.tcp.client import _has_pending_input
+        from hprose_cluster.transport.streams import TimedSocket
+        from hprose_cluster.transport.tcp.stale import has_pending_input
 
         a, b = socket.socketpair()
         _KEEP.append(b)
-        assert not _has_pending_input(a)
-        return lambda: _has_pending_input(a)
+        timed = TimedSocket(a.family, a.type, a.proto, a.detach())
+        _KEEP.append(timed)
+        timed.watch()
+        assert not has_pending_input(timed)
+        return lambda: has_pending_input(timed)
 
-    add("client", "tcp._has_pending_input(sock) (poll(0) before reusing a connection)",
+    add("client", "stale.has_pending_input(sock) (poll(0) before reusing a connection idle "
+                  "for a second or more)",
         make_poll)
 
     def make_send_before() -> Callable[[], Any]:
@@ -268,10 +275,11 @@ def parts() -> list[tuple[str, str, Callable[[], Any] | str]]:
         from hprose_cluster.transport.tcp import TcpServer
 
         server = TcpServer("127.0.0.1", 0)
+        begin, end = server._tcp_begin, server._tcp_end  # type: ignore[attr-defined]
 
         def step() -> None:
-            server._tcp_begin()
-            server._tcp_end()
+            begin()
+            end()
         return step
 
     add("server", "TcpServer._tcp_begin + _tcp_end (in-flight count, Condition twice)",
