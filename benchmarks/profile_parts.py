@@ -94,12 +94,14 @@ def parts() -> list[tuple[str, str, Callable[[], Any] | str]]:
         lambda: lambda: base.decode_reply(REPLY, ["w"], 0))
 
     class _Canned(base.BaseClient):
-        def _round_trip(self, request: bytes, timeout: float | None, **options: Any) -> bytes:
+        def _round_trip(self, request: bytes, deadline: Any, **options: Any) -> bytes:
             return REPLY
 
     canned = _Canned()
     add("client", "BaseClient: client.hello('w') over a transport that answers at once "
                   "(encode + decode + call path)", lambda: lambda: canned.hello("w"))
+    add("client", "codec.encode_call('hello', ('w',)) (the plain call's encoder)",
+        lambda: lambda: base.encode_call("hello", ("w",)))
 
     # --- server: dispatch -----------------------------------------------------------------
     import hprose
@@ -125,23 +127,36 @@ def parts() -> list[tuple[str, str, Callable[[], Any] | str]]:
         make_tcp_server_handle)
 
     # --- framing --------------------------------------------------------------------------
-    from hprose_cluster.transport import wire
+    from hprose_cluster.deadline import Deadline
+    from hprose_cluster.transport import framing, streams
 
     def make_reader() -> Callable[[], Any]:
-        replay = _Replay(wire.encode_half(REQUEST))
-        reader = wire.FrameReader(replay, wire.DEFAULT_MAX_FRAME)
+        replay = _Replay(framing.encode_half(REQUEST))
+        reader = streams.FrameReader(replay, framing.DEFAULT_MAX_FRAME)  # type: ignore[arg-type]
         return reader.read_frame
 
-    add("both", "wire.FrameReader.read_frame() of a frame arriving whole (Python only)",
+    add("both", "streams.FrameReader.read_frame() of a frame arriving whole (Python only)",
         make_reader)
 
     def make_new_reader() -> Callable[[], Any]:
-        replay = _Replay(wire.encode_half(REPLY))
-        return lambda: wire.FrameReader(replay, wire.DEFAULT_MAX_FRAME).read_frame()
+        replay = _Replay(framing.encode_half(REPLY))
+        return lambda: streams.FrameReader(replay,  # type: ignore[arg-type]
+                                           framing.DEFAULT_MAX_FRAME).read_frame()
 
-    add("client", "a new FrameReader per call + read_frame() (what the half-duplex client does)",
+    add("client", "a new FrameReader per call + read_frame() (the TLS half-duplex client)",
         make_new_reader)
-    add("both", "wire.encode_half(body)", lambda: lambda: wire.encode_half(REPLY))
+
+    def make_decoder() -> Callable[[], Any]:
+        frame = framing.encode_half(REPLY)
+        decoder = framing.FrameDecoder(framing.DEFAULT_MAX_FRAME)
+
+        def step() -> Any:
+            decoder.feed(frame)
+            return decoder.next_frame()
+        return step
+
+    add("both", "framing.FrameDecoder feed + next_frame of a whole frame", make_decoder)
+    add("both", "framing.encode_half(body)", lambda: lambda: framing.encode_half(REPLY))
 
     # --- sockets --------------------------------------------------------------------------
     def make_send(timeout: float | None) -> Callable[[], Any]:
@@ -182,14 +197,19 @@ def parts() -> list[tuple[str, str, Callable[[], Any] | str]]:
     add("client", "sock.settimeout(x) (an ioctl each)", make_settimeout)
 
     def make_poll() -> Callable[[], Any]:
-        from hprose_cluster.transport.tcp import _has_pending_input
+        from hprose_cluster.transport.streams import TimedSocket
+        from hprose_cluster.transport.tcp.stale import has_pending_input
 
         a, b = socket.socketpair()
         _KEEP.append(b)
-        assert not _has_pending_input(a)
-        return lambda: _has_pending_input(a)
+        timed = TimedSocket(a.family, a.type, a.proto, a.detach())
+        _KEEP.append(timed)
+        timed.watch()
+        assert not has_pending_input(timed)
+        return lambda: has_pending_input(timed)
 
-    add("client", "tcp._has_pending_input(sock) (poll(0) before reusing a connection)",
+    add("client", "stale.has_pending_input(sock) (poll(0) before reusing a connection idle "
+                  "for a second or more)",
         make_poll)
 
     def make_send_before() -> Callable[[], Any]:
@@ -197,13 +217,13 @@ def parts() -> list[tuple[str, str, Callable[[], Any] | str]]:
         n = [0]
 
         def step() -> None:
-            wire.send_before(a, REPLY, time.monotonic() + 30)
+            streams.send_before(a, REPLY, Deadline(30.0))
             n[0] += 1
             if n[0] % 64 == 0:
                 drain()
         return step
 
-    add("server", "wire.send_before(sock, reply, deadline) (incl. draining the peer)",
+    add("server", "streams.send_before(sock, reply, deadline) (incl. draining the peer)",
         make_send_before)
 
     # --- locks ----------------------------------------------------------------------------
@@ -229,15 +249,17 @@ def parts() -> list[tuple[str, str, Callable[[], Any] | str]]:
         transport = TcpTransport("tcp://127.0.0.1:9")
         a, b = socket.socketpair()
         _KEEP.append(b)  # the peer stays open, so the pooled end is not readable
-        transport._open.add(a)
-        transport._idle.append(a)
+        pool = transport.pool
+        pool._open.add(a)
+        pool._idle.append((a, time.monotonic()))
+        forever = Deadline(None)
 
         def step() -> None:
-            transport._release(transport._acquire(None))
+            pool.release(pool.acquire(forever))
         return step
 
-    add("client", "TcpTransport._acquire + _release of an idle pooled connection "
-                  "(Condition twice, poll)", make_pool_cycle)
+    add("client", "ConnectionPool.acquire + release of an idle pooled connection "
+                  "(a lock twice, the stale check)", make_pool_cycle)
 
     def make_event() -> Callable[[], Any]:
         def step() -> None:
@@ -253,10 +275,11 @@ def parts() -> list[tuple[str, str, Callable[[], Any] | str]]:
         from hprose_cluster.transport.tcp import TcpServer
 
         server = TcpServer("127.0.0.1", 0)
+        begin, end = server._tcp_begin, server._tcp_end  # type: ignore[attr-defined]
 
         def step() -> None:
-            server._tcp_begin()
-            server._tcp_end()
+            begin()
+            end()
         return step
 
     add("server", "TcpServer._tcp_begin + _tcp_end (in-flight count, Condition twice)",

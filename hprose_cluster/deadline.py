@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["Deadline"]
+__all__ = ["Deadline", "deadline_after", "deadline_at"]
 
 _clock = time.monotonic
+_new = object.__new__
 
 
 class Deadline:
@@ -91,3 +92,27 @@ class Deadline:
         return "%.3gs" % self.timeout if self.timeout is not None else "no timeout"
 
 
+_NONE = Deadline(None)
+
+
+def deadline_after(timeout: float | None) -> Deadline:
+    """``Deadline(timeout)``, made in fewer steps (once per call on the clients' hot path):
+    no timeout gives one shared ``Deadline(None)`` (they are immutable)."""
+    if timeout is None:
+        return _NONE
+    deadline = _new(Deadline)
+    deadline.timeout = timeout = timeout if type(timeout) is float else float(timeout)
+    deadline.at = _clock() + timeout
+    return deadline
+
+
+def deadline_at(timeout: float | None, at: float | None) -> Deadline:
+    """The ``Deadline`` of ``timeout`` seconds that ends at ``at`` (a ``time.monotonic()``
+    value its caller worked out from a clock read of its own: a hot path that needs only
+    ``at`` makes the object when something needs it)."""
+    if at is None:
+        return _NONE
+    deadline = _new(Deadline)
+    deadline.timeout = None if timeout is None else float(timeout)
+    deadline.at = at
+    return deadline

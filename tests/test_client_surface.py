@@ -184,3 +184,25 @@ def test_result_modes_and_simple_per_call(client: Any) -> None:
         deep = [deep, "ab"]
     assert client.invoke("echo", [deep], resultMode=Mode.Serialized).count(b"r") > 500
     assert client.invoke("echo", [deep], simple=True, resultMode=Mode.Serialized).count(b"r") == 0
+
+
+def test_the_plain_call_path_sees_later_filters_and_takes_any_iterable(client: Any) -> None:
+    """``client.name`` is kept after the first use and calls without options take a shortcut:
+    a filter set afterwards still sees the bytes, and ``invoke`` still takes any iterable."""
+    hello = client.hello
+    assert hello("a") == "Hello a" and client.hello is hello
+    seen: list = []
+
+    class Recorder:
+        def outputFilter(self, data: bytes, context: Any) -> bytes:  # noqa: N802
+            seen.append(data)
+            return data
+
+        def inputFilter(self, data: bytes, context: Any) -> bytes:  # noqa: N802
+            return data
+
+    client.addFilter(Recorder())
+    assert hello("b") == "Hello b" and seen == [b'Cs5"hello"a1{ub}z']
+    client.setFilter(None)
+    assert client.invoke("hello", (c for c in ["g"])) == "Hello g"
+    assert client.invoke("hello", ("t",)) == "Hello t" and len(seen) == 1

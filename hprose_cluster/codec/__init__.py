@@ -18,14 +18,17 @@ until the whole value is written, so a later tuple can never reuse a freed one's
 written as a reference to it, which 1.4.3 does now and then.
 
 ``dumps(value, simple)`` is the fast path for a whole value (results and arguments): common
-scalars are formatted directly, anything else goes through a writer.
+scalars are formatted directly, anything else goes through a writer.  ``encode_call`` is
+the same for a whole request (``C``, name, arguments, ``z``).
 """
 
 from __future__ import annotations
 
 from .base import MAX_DEPTH, read_string, string_bytes, utf16_length, write_string
 from .reader import MISS, read_raw, read_value, scalar_result
+from .request import encode_call
 from .writer import dumps, write_value
 
 __all__ = ["MAX_DEPTH", "utf16_length", "write_string", "read_string", "write_value",
-           "read_value", "read_raw", "dumps", "string_bytes", "scalar_result", "MISS"]
+           "read_value", "read_raw", "dumps", "string_bytes", "scalar_result", "MISS",
+           "encode_call"]

@@ -25,10 +25,14 @@ from hprose.common import HproseException, HproseResultMode
 from hprose.io import HproseReader, HproseTags
 
 from .. import codec, compat
-from ..deadline import Deadline
+from ..codec import MISS, encode_call, scalar_result
+from ..deadline import Deadline, deadline_after
 from ..errors import ConfigError
 
 compat.apply()
+
+_NORMAL = HproseResultMode.Normal
+_MAX_KEPT_METHODS = 256  # instance attributes, the methods kept among them
 
 
 class Transport(Protocol):
@@ -48,38 +52,42 @@ class Transport(Protocol):
 
 
 class _Method:
-    """``client.a.b(...)`` calls ``a_b``, as hprose does."""
+    """``client.a.b(...)`` calls ``a_b``, as hprose does.  ``call``: the client's plain call
+    (``name, args``), taken when no call option is given."""
 
-    __slots__ = ("_invoke", "_name")
+    __slots__ = ("_invoke", "_name", "_call")
 
-    def __init__(self, invoke: Callable[..., Any], name: str):
+    def __init__(self, invoke: Callable[..., Any], name: str,
+                 call: Callable[[str, Sequence[Any]], Any] | None = None):
         self._invoke = invoke
         self._name = name
+        self._call = call
 
     def __getattr__(self, name: str) -> "_Method":
-        return _Method(self._invoke, self._name + "_" + name)
+        return _Method(self._invoke, self._name + "_" + name, self._call)
 
     def __call__(self, *args: Any, **options: Any) -> Any:
-        return self._invoke(self._name, list(args), **options)
+        if options or self._call is None:
+            return self._invoke(self._name, list(args), **options)
+        return self._call(self._name, args)
 
 
 class _Proxy:
-    __slots__ = ("_invoke",)
+    __slots__ = ("_invoke", "_call")
 
-    def __init__(self, invoke: Callable[..., Any]):
+    def __init__(self, invoke: Callable[..., Any],
+                 call: Callable[[str, Sequence[Any]], Any] | None = None):
         self._invoke = invoke
+        self._call = call
 
     def __getattr__(self, name: str) -> _Method:
-        return _Method(self._invoke, name)
+        return _Method(self._invoke, name, self._call)
 
 
 def encode_request(name: str, args: Sequence[Any], byref: bool, simple: bool) -> bytes:
     """``C`` + name + (args list, optional byref ``t``) + ``z``, as every hprose peer writes it
     (the bytes of hprose's own client: references count from the argument list)."""
-    if len(args) > 0 or byref:
-        return b"".join((b"C", codec.string_bytes(name), codec.dumps(list(args), simple),
-                         b"tz" if byref else b"z"))
-    return b"C" + codec.string_bytes(name) + b"z"
+    return encode_call(name, args, byref, simple)
 
 
 def decode_reply(data: bytes, args: list | None, result_mode: int) -> Any:
@@ -166,6 +174,15 @@ class BaseClient(hprose.HproseClient):
 
     CALL_OPTIONS: tuple[str, ...] = ("timeout", "idempotent")
     _uri: str | None  # set by hprose.HproseClient.__init__
+    _plain_pipeline = True  # _invoke, _encode and _decode are these (see __init_subclass__)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # a subclass with a pipeline of its own (ClusterClient's failover) gets every call
+        # through its _invoke; the others get _call's shortcut
+        cls._plain_pipeline = (cls._invoke is BaseClient._invoke
+                               and cls._encode is BaseClient._encode
+                               and cls._decode is BaseClient._decode)
 
     def __init__(self, *, timeout: float | None = 30.0, simple: bool = False):
         hprose.HproseClient.__init__(self)  # onError, simple, _uri, as hprose sets them
@@ -179,13 +196,19 @@ class BaseClient(hprose.HproseClient):
     def __getattr__(self, name: str) -> _Method:
         if name.startswith("_"):
             raise AttributeError("%r object has no attribute %r" % (type(self).__name__, name))
-        return _Method(self.invoke, name)
+        method = _Method(self.invoke, name, self._call)
+        # kept on the instance, so the next ``client.name`` is a plain attribute read (a miss
+        # that ends here costs an AttributeError first); a _Method holds nothing that changes
+        names = self.__dict__
+        if len(names) < _MAX_KEPT_METHODS:
+            names[name] = method
+        return method
 
     def useService(self, uri: str | None = None) -> _Proxy:  # noqa: N802 - hprose's name
         """A proxy whose attributes are remote methods; a ``uri`` goes to ``setUri``."""
         if uri is not None:
             self.setUri(uri)
-        return _Proxy(self.invoke)
+        return _Proxy(self.invoke, self._call)
 
     def setUri(self, uri: str) -> None:  # noqa: N802 - hprose's name
         """hprose's way to (re)name the server.  A client made for one URL keeps it: the same
@@ -242,6 +265,9 @@ class BaseClient(hprose.HproseClient):
         (or ``callback()``, ``callback(result, args)``) is called with the result, and
         ``onerror(name, error)`` (default ``self.onError``) with a failure.
         """
+        if (not options and callback is None and not byref and resultMode == _NORMAL
+                and simple is None):
+            return self._call(name, args if isinstance(args, (list, tuple)) else list(args))
         unknown = [key for key in options if key not in self.CALL_OPTIONS]
         if unknown:
             raise TypeError("%s.invoke() got unknown call option(s) %s (allowed: %s)"
@@ -274,6 +300,28 @@ class BaseClient(hprose.HproseClient):
         return thread
 
     # --- the pipeline ---------------------------------------------------------------------
+
+    def _call(self, name: str, args: Sequence[Any]) -> Any:
+        """``invoke(name, args)`` without call options: the common call, in a few steps.
+
+        The same bytes out and the same result (or error) back as ``_invoke`` with the
+        defaults; it is ``_invoke`` itself when filters are set or a subclass has its own
+        pipeline.  A list ``args`` is the caller's: an ``A`` reply updates it, as in invoke.
+        """
+        values = args if type(args) is list else None
+        if self._filters or not self._plain_pipeline:
+            return self._invoke(name, list(args) if values is None else values, False,
+                                _NORMAL, self.simple)
+        reply = self._send(encode_call(name, args, False, self.simple), self.timeout)
+        result = scalar_result(reply)  # the common reply, read without a reader
+        if result is MISS:
+            result = decode_reply(reply, values, _NORMAL)
+        return result
+
+    def _send(self, request: bytes, timeout: float | None) -> bytes:
+        """``_round_trip`` for a call with the client's own options; a transport with a
+        cheaper way may take this place (an instance attribute, set by the subclass)."""
+        return self._round_trip(request, deadline_after(timeout))
 
     def _encode(self, name: str, args: list, byref: bool, simple: bool) -> bytes:
         data = encode_request(name, args, byref, simple)

@@ -27,25 +27,20 @@ import struct
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
-from ...deadline import Deadline
+from ...deadline import Deadline, deadline_after, deadline_at
 from ...errors import CallTimeout, ConfigError, ConnectError, FrameError, TransportError
 from .. import framing, streams
 from ..base import BaseClient
 from ..errors import call_failed, connect_error, timed_out_unsent
 from .duplex import DeadConnection, FullDuplexConnection
 from .pool import ConnectionPool
+from .stale import STALE_CHECK_AFTER, has_pending_input, refused_unread
+from .url import TLS_SCHEMES, parse_tcp_url
 
 logger = logging.getLogger("hprose_cluster.transport.tcp")
 
 __all__ = ["TcpTransport", "TcpClient", "parse_tcp_url"]
-
-_SCHEMES = {"tcp": socket.AF_UNSPEC, "tcp4": socket.AF_INET, "tcp6": socket.AF_INET6,
-            # TLS over TCP, as hprose for Node.js names it (Go uses tcp:// plus a TLS config)
-            "tcps": socket.AF_UNSPEC, "tcp4s": socket.AF_INET, "tcp6s": socket.AF_INET6,
-            "tls": socket.AF_UNSPEC}
-TLS_SCHEMES = frozenset(("tcps", "tcp4s", "tcp6s", "tls"))
 
 _clock = time.monotonic
 _pack_word = struct.Struct(">I").pack
@@ -60,41 +55,6 @@ DEFAULT_POOL_SIZE = 16
 """Default cap of half-duplex connections per server.  Connections are opened only as calls
 find none free, so the pool grows to the number of concurrent callers, up to this cap (a pool
 of ``os.cpu_count()`` made 8 threads queue for 2 connections: p99 36 ms instead of 2.4 ms)."""
-
-
-def parse_tcp_url(url: str) -> tuple[str, str, int, int]:
-    """``tcp://host:port/anything`` -> ``(scheme, host, port, address family)``.
-
-    The path is ignored (Go ignores it too).  ``ConfigError`` naming the URL for an unknown
-    scheme or a missing host or port.
-    """
-    try:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        host = parts.hostname
-        port = parts.port
-    except (ValueError, AttributeError, TypeError) as error:
-        raise ConfigError("bad hprose TCP URL %r: %s" % (url, error)) from error
-    if scheme not in _SCHEMES:
-        raise ConfigError(
-            "bad hprose TCP URL %r: scheme must be one of %s, not %r"
-            % (url, ", ".join(_SCHEMES), scheme))
-    if not host:
-        raise ConfigError("bad hprose TCP URL %r: no host" % (url,))
-    if port is None or port == 0:
-        raise ConfigError("bad hprose TCP URL %r: no port" % (url,))
-    return scheme, host, port, _SCHEMES[scheme]
-
-
-def _has_pending_input(sock: socket.socket) -> bool:
-    """True when an idle plain connection is readable: the server closed it or sent garbage.
-
-    Checked before every reuse (one ``poll``): a server that closed the connection while it
-    sat idle is then noticed before the request goes out (a new connection, not a ``sent``
-    error).  Not used for TLS, where a TLS 1.3 session ticket can sit unread on a healthy
-    connection.
-    """
-    return type(sock) is streams.TimedSocket and bool(sock.idle_poll(0))  # type: ignore
 
 
 class TcpTransport:
@@ -133,7 +93,8 @@ class TcpTransport:
         if ssl_context is None and self.scheme in TLS_SCHEMES:
             ssl_context = ssl.create_default_context()
         self.ssl_context = ssl_context
-        self.pool = ConnectionPool(url, size, self._connect, _has_pending_input)
+        self.pool = ConnectionPool(url, size, self._connect, has_pending_input,
+                                   STALE_CHECK_AFTER)
         self._fd_lock = threading.Lock()
         self._fd_conn: FullDuplexConnection | None = None
         self._retired = False
@@ -148,67 +109,113 @@ class TcpTransport:
 
     # --- public ---------------------------------------------------------------------------
 
-    def round_trip(self, request: bytes, deadline: Deadline) -> bytes:
-        """Send one request and return its reply body (see ``Transport.round_trip``)."""
+    def call(self, request: bytes, timeout: float | None,
+             deadline: Deadline | None = None) -> bytes:
+        """``round_trip`` within ``timeout`` seconds from now (None: no limit) when no
+        ``deadline`` is given: the plain call of a ``TcpClient``, made without extra steps."""
         if self.full_duplex:
             conn = self._fd_conn
             if conn is not None and not conn.dead:
                 try:
-                    return conn.call(request, deadline)
-                except DeadConnection:  # it broke before our request went out
-                    pass
-            return self._full_duplex_round_trip(request, deadline)
+                    return conn.call(request, deadline, timeout)
+                except DeadConnection as dead:  # it broke before our request went out (or
+                    # was read): on the next connection the call ends when it would have here
+                    deadline = deadline or deadline_at(timeout, dead.at)
+            return self._full_duplex_round_trip(request, deadline or deadline_after(timeout))
         length = len(request)
         if length > framing.LENGTH_MASK:
             raise ValueError("hprose frame body too large: %d bytes" % length)
         frame = _pack_word(length) + request
-        sock = self.pool.acquire(deadline)
-        if type(sock) is not streams.TimedSocket:
-            return self._tls_half_duplex_round_trip(sock, frame, deadline)
-        # Half duplex on a plain socket: it stays blocking; one send and, for a small reply,
-        # one recv (its kernel timeout is changed only when this deadline needs a nearer one)
-        at = deadline.at
-        ok = False
-        sent = 0
-        try:
-            if at is None:
-                fast = not sock.rcvtimeo
-            else:
-                left = at - _clock()
-                if left <= 0.0:
-                    raise timed_out_unsent(self.url, deadline)
-                fast = 0.0 < sock.rcvtimeo <= left - _MARGIN
+        length += 4
+        pool = self.pool
+        tries = pool.size + 1  # every pooled connection may turn out closed, then a new one
+        now = _clock()  # (also this call's time of release: an idle time a bit long)
+        if deadline is not None or timeout is None:
+            at = None if deadline is None else deadline.at
+        else:  # the Deadline object is made only if something needs more than ``at``
+            at = now + (timeout if type(timeout) is float else float(timeout))
+        while True:
+            # the pool's uncontended acquire, inline: an idle connection while nobody waits
+            # (ConnectionPool.acquire does the rest: waiting, connecting, the staleness poll)
+            sock: Any = None
+            with pool._lock:
+                if pool._idle and not pool._waiters:
+                    sock, since = pool._idle.pop()
+            if sock is None or (now - since >= pool._check_after and has_pending_input(sock)):
+                if sock is not None:
+                    pool.discard(sock)
+                deadline = deadline or deadline_at(timeout, at)
+                sock = pool.acquire(deadline)
+                now = _clock()
+            if type(sock) is not streams.TimedSocket:
+                return self._tls_half_duplex_round_trip(sock, frame,
+                                                        deadline or deadline_at(timeout, at))
+            # Half duplex on a plain socket: it stays blocking; one send and, for a small
+            # reply, one recv (its kernel timeout is changed only when this deadline needs a
+            # nearer one)
+            ok = False
+            sent = 0
+            waiting = False  # the request is out, nothing of the reply came yet
             try:
-                sent = sock.send(frame, _DONTWAIT)
-            except BlockingIOError:
-                pass
-            if sent != len(frame):
-                sent = self._send_rest(sock, frame, sent, deadline)
-            if fast:
+                if at is None:
+                    fast = not sock.rcvtimeo
+                else:
+                    left = at - now
+                    if left <= 0.0:
+                        raise timed_out_unsent(self.url, deadline or deadline_at(timeout, at))
+                    fast = 0.0 < sock.rcvtimeo <= left - _MARGIN
                 try:
-                    data = sock.recv(_RECV_CHUNK)
-                except BlockingIOError:  # its kernel timeout ended: the deadline decides
+                    sent = sock.send(frame, _DONTWAIT)
+                except BlockingIOError:
+                    pass
+                if sent != length:
+                    deadline = deadline or deadline_at(timeout, at)
+                    sent = self._send_rest(sock, frame, sent, deadline)
+                waiting = True
+                if fast:
+                    try:
+                        data = sock.recv(_RECV_CHUNK)
+                    except BlockingIOError:  # its kernel timeout ended: the deadline decides
+                        data = streams.recv_before(sock, at)
+                else:
                     data = streams.recv_before(sock, at)
-            else:
-                data = streams.recv_before(sock, at)
-            size = len(data)
-            if size > 4:
-                word = _word_from(data[:4], "big")
-                if word + 4 == size and word <= self.max_frame:
-                    ok = True
-                    return data[4:]
-            body = self._read_rest(sock, data, at)
-            ok = True
-            return body
-        except TransportError:
-            raise
-        except (OSError, EOFError, framing.OversizedFrame) as error:
-            raise call_failed(self.url, error, deadline, what="hprose TCP call") from error
-        finally:
-            if ok:
-                self.pool.release(sock)
-            else:
-                self.pool.discard(sock)
+                waiting = not data
+                size = len(data)
+                if size > 4:
+                    word = _word_from(data[:4], "big")
+                    if word + 4 == size and word <= self.max_frame:
+                        ok = True
+                        return data[4:]
+                body = self._read_rest(sock, data, at)
+                ok = True
+                return body
+            except TransportError:
+                raise
+            except (OSError, EOFError, framing.OversizedFrame) as error:
+                deadline = deadline or deadline_at(timeout, at)
+                tries -= 1
+                if not (tries and (waiting or not sent)
+                        and refused_unread(sock, error, deadline)):
+                    raise call_failed(self.url, error, deadline,
+                                      what="hprose TCP call") from error
+                logger.debug("%s had closed a pooled connection; the request goes on "
+                             "another", self.url)
+                now = _clock()
+            finally:
+                if ok:
+                    # the pool's release, inline when nobody waits and it is not retired
+                    with pool._lock:
+                        if not pool._waiters and not pool._retired and sock in pool._open:
+                            pool._idle.append((sock, now))
+                            sock = None
+                    if sock is not None:
+                        pool.release(sock)
+                else:
+                    pool.discard(sock)
+
+    def round_trip(self, request: bytes, deadline: Deadline) -> bytes:
+        """Send one request and return its reply body (see ``Transport.round_trip``)."""
+        return self.call(request, None, deadline)
 
     def _full_duplex_round_trip(self, request: bytes, deadline: Deadline) -> bytes:
         """A call on a new (or newly made) shared connection."""
@@ -374,6 +381,9 @@ class TcpClient(BaseClient):
         self.transport = TcpTransport(uri, full_duplex=full_duplex, pool_size=pool_size,
                                       connect_timeout=connect_timeout, max_frame=max_frame,
                                       ssl_context=ssl_context)
+        if type(self)._round_trip is TcpClient._round_trip:
+            # the plain call goes straight to the transport
+            self._send = self.transport.call  # type: ignore[method-assign]
 
     @property
     def uri(self) -> str:

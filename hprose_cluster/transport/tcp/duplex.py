@@ -7,91 +7,60 @@ is in.  With one calling thread that is one send and one receive in the caller, 
 duplex, instead of two thread crossings per call through a reader thread; with many, one
 wake-up per reply, as before.
 
-Nobody reads while no call is pending, so a call that finds the connection idle first looks
-(one ``poll``) for what may have come meanwhile: a late reply of a call that timed out (read
-and dropped), or the server's close, which makes the connection dead before anything is sent
-(``DeadConnection``: the transport retries on a new one).  When the connection breaks, every
-call still waiting on it fails with the same error and the connection is dead.
+Nobody reads while no call is pending, so a call that finds the connection idle for
+``STALE_CHECK_AFTER`` or more first looks (one ``poll``) for what may have come meanwhile: a
+late reply of a call that timed out (read and dropped), or the server's close, which makes the
+connection dead before anything is sent (``DeadConnection``: the transport retries on a new
+one).  A connection used more recently is sent on at once: a late reply is dropped by the
+reader all the same, and a close is proved by the reset the request meets (``stale.py``):
+the request sent last was then not read, and only that one is retried.  When the connection
+breaks, every call still waiting on it fails with the same error and the connection is dead.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import socket
-import ssl
+import struct
 import threading
 import time
 
-from ...deadline import Deadline
-from ...errors import CallTimeout, FrameError, TransportError
+from ...deadline import Deadline, deadline_at
+from ...errors import CallTimeout, TransportError
 from .. import framing, streams
-from ..errors import oversized_reply
-from ..streams import close_quietly
-
-logger = logging.getLogger("hprose_cluster.transport.tcp")
+from .replies import _UNREAD, DeadConnection, ReplyReader, _PendingCall
+from .stale import STALE_CHECK_AFTER
 
 __all__ = ["DeadConnection", "FullDuplexConnection"]
 
 _clock = time.monotonic
-_word_from = int.from_bytes
+_pack_head = struct.Struct(">II").pack
+_unpack_head = struct.Struct(">II").unpack_from
 _new_lock = threading.Lock
 _new = object.__new__
 _DONTWAIT = socket.MSG_DONTWAIT
 _FULL = framing.FULL_DUPLEX_BIT
 _MASK = framing.LENGTH_MASK
 _RECV_CHUNK = streams.RECV_CHUNK
-_MAX_RECV = 1024 * 1024
 _MARGIN = streams.KERNEL_TIMEOUT_MARGIN
 
 
-class DeadConnection(Exception):
-    """The shared connection died before this call was sent: open a new one and retry."""
-
-
-class _PendingCall:
-    """One full-duplex call waiting for its reply.  ``waker``: a held lock its thread sleeps
-    on while another thread has the reader role; released once, by whoever hands it its
-    reply, its error, or the reader role."""
-
-    __slots__ = ("reply", "error", "waker")
-
-    def __init__(self) -> None:
-        self.reply: bytes | None = None
-        self.error: TransportError | None = None
-        self.waker: threading.Lock | None = None
-
-
-class FullDuplexConnection:
-    """One shared connection; see the module docstring.
-
-    Only a thread holding the reader role reads the socket and only one holding the send lock
-    writes it; the socket is closed once the connection is dead and neither is held (the last
-    thread out closes it), so no descriptor is ever closed under a thread using it.
-    """
+class FullDuplexConnection(ReplyReader):
+    """One shared connection (see the module docstring): the calls, sending, retiring and
+    closing; ``ReplyReader`` has the state, the reader role and failing."""
 
     def __init__(self, sock: socket.socket, url: str, max_frame: int):
-        self.sock = sock
-        # a TLS socket is read by one caller while others write: see streams.SslIo
-        self.tls = isinstance(sock, ssl.SSLSocket)
-        self.io: streams.ByteStream = streams.SslIo(sock) if self.tls else sock  # type: ignore
-        self.url = url
-        self.max_frame = max_frame
-        self.dead = False
+        super().__init__(sock, url, max_frame)
         self.retiring = False  # close as soon as no call is pending
-        self._closed = False
-        self._lock = threading.Lock()
-        self._send_lock = threading.Lock()
-        self._pending: dict[int, _PendingCall] = {}
         self._ids = itertools.count(1)
-        self._reading = False  # some thread holds the reader role
-        self._decoder = framing.FrameDecoder(max_frame)
-        self._empty = True  # the decoder holds nothing (kept by the reader role's holder)
+        self._checked_at = _clock()  # when a call last found it idle and polled, or started
 
     # --- one call ------------------------------------------------------------------------
 
-    def call(self, request: bytes, deadline: Deadline) -> bytes:
-        """Send ``request`` and wait for its reply, both within ``deadline``.
+    def call(self, request: bytes, deadline: Deadline | None,
+             timeout: float | None = None) -> bytes:
+        """Send ``request`` and wait for its reply, both within ``deadline`` (None: within
+        ``timeout`` seconds from now; the ``Deadline`` is then made only if it is needed).
 
         A call is registered as pending only once it holds the send lock, so a connection
         abandoned by the caller ahead of it fails it as never sent (``DeadConnection``: the
@@ -100,8 +69,14 @@ class FullDuplexConnection:
         length = len(request)
         if length > _MASK:
             raise ValueError("hprose frame body too large: %d bytes" % length)
+        now = _clock()
+        if deadline is not None or timeout is None:
+            at = None if deadline is None else deadline.at
+        else:
+            at = now + (timeout if type(timeout) is float else float(timeout))
         send_lock = self._send_lock
         if not send_lock.acquire(False):
+            deadline = deadline or deadline_at(timeout, at)
             remaining = deadline.remaining()
             if not send_lock.acquire(timeout=-1 if remaining is None else remaining):
                 raise CallTimeout("hprose TCP call to %s timed out after %s waiting to send "
@@ -109,22 +84,35 @@ class FullDuplexConnection:
                                   % (self.url, deadline.describe()), url=self.url, sent=False)
         call = _new(_PendingCall)  # no __init__ call on the hot path
         call.reply = call.error = call.waker = None
+        lead = False  # took the reader role with the registration (the only call)
         try:
             while True:
                 with self._lock:
                     if self.dead:
-                        raise DeadConnection()
-                    if self._pending or self._reading or not (
-                            self._input_waiting() if self.tls
-                            else self.sock.idle_poll(0)):  # type: ignore[attr-defined]
-                        request_id = next(self._ids) & 0xFFFFFFFF
-                        while request_id in self._pending or request_id == 0:
-                            request_id = next(self._ids) & 0xFFFFFFFF
-                        self._pending[request_id] = call
+                        raise DeadConnection(at)
+                    pending = self._pending
+                    request_id = next(self._ids)
+                    if pending or self._reading:
+                        if request_id > 0xFFFFFFFF or request_id in pending:
+                            request_id = self._free_id()
+                        pending[request_id] = call
+                        self._checked_at = now
+                        break
+                    if (now - self._checked_at < STALE_CHECK_AFTER and not self.tls) \
+                            or not self._input_waiting():
+                        # alone: nothing else can come but late replies, so this caller is
+                        # the reader at once (no second turn of the lock for it)
+                        if request_id > 0xFFFFFFFF:
+                            request_id = self._free_id()
+                        pending[request_id] = call
+                        self._checked_at = now
+                        lead = self._reading = True
                         break
                     self._reading = True  # idle, and something came: look at it first
                 self._read_idle_input()
-            frame = (((length | _FULL) << 32) | request_id).to_bytes(8, "big") + request
+                now = _clock()
+            frame = _pack_head(length | _FULL, request_id) + request
+            length += 8
             sent = 0
             if not self.tls:
                 try:
@@ -132,19 +120,65 @@ class FullDuplexConnection:
                 except BlockingIOError:
                     pass
                 except OSError as error:
-                    sent = len(frame)  # no more to write: the call fails below
+                    sent = length  # no more to write: the call fails below
                     self._fail(TransportError(
                         "hprose TCP call to %s failed while sending: %s" % (self.url, error),
                         url=self.url, sent=True), error)
-            if sent != len(frame):
+            if sent != length:
+                deadline = deadline or deadline_at(timeout, at)
                 self._send_rest(frame, sent, request_id, deadline)
+            self._last_sent = call
+        except BaseException:
+            if lead:  # the call ends here (timed out sending): the role goes on
+                self._pass_role()
+            raise
         finally:
             send_lock.release()
             if self.dead:
                 self._close_if_unused()
         # the reply: read it ourselves while nobody else reads, else sleep until the reader
         # hands it over (or hands over the reader role)
-        while True:
+        if lead:
+            sock = self.sock
+            if self._empty and not self.tls and (  # (now: microseconds ago, in the margin)
+                    not sock.rcvtimeo if at is None  # type: ignore[attr-defined]
+                    else 0.0 < sock.rcvtimeo <= at - now - _MARGIN):  # type: ignore
+                # the one call's reply, as _lead reads it first: one whole frame, ours
+                failed: OSError | None = None
+                try:
+                    data = sock.recv(_RECV_CHUNK)
+                except BlockingIOError:  # its kernel timeout ended: _lead receives again
+                    data = b""
+                except OSError as error:  # _lead raises it where its failures are handled
+                    data, failed = b"", error
+                size = len(data)
+                if size > 8:
+                    word, got = _unpack_head(data, 0)
+                    if word == (size - 8) | _FULL and got == request_id \
+                            and size - 8 <= self.max_frame:
+                        with self._lock:
+                            if self._pending.pop(got, None) is call:
+                                call.reply = reply = data[8:]
+                            self._reading = False
+                            waker = self._pending and self._waiting_follower()
+                        if waker:
+                            waker.release()
+                        elif self.dead:
+                            self._close_if_unused()
+                        if call.reply is not None and not self.retiring:
+                            return reply
+                        data = b""
+                if data:
+                    self._decoder.feed(data)  # anything else: the reader loop takes it
+                    self._empty = False
+                if call.reply is None and call.error is None:
+                    deadline = deadline or deadline_at(timeout, at)
+                    self._lead(call, request_id, deadline, failed)
+            elif call.reply is None and call.error is None:
+                deadline = deadline or deadline_at(timeout, at)
+                self._lead(call, request_id, deadline)
+        deadline = deadline or deadline_at(timeout, at)
+        while call.reply is None and call.error is None:
             with self._lock:
                 if call.reply is None and call.error is None:
                     if not self._reading:
@@ -167,6 +201,8 @@ class FullDuplexConnection:
                             self._pending.pop(request_id, None)
                             raise self._timed_out(deadline)
         if call.error is not None:
+            if call.error is _UNREAD:
+                raise DeadConnection(at)
             # one error object is shared by every call the broken connection failed: raise a
             # copy per caller so that concurrent raises do not mix their tracebacks
             failure = call.error
@@ -175,6 +211,16 @@ class FullDuplexConnection:
         if self.retiring and not self._pending:
             self.retire()
         return call.reply  # type: ignore[return-value]
+
+    def _free_id(self) -> int:
+        """(Under the lock.)  The next request id not in use, the counter wrapped at 2**32."""
+        while True:
+            request_id = next(self._ids)
+            if request_id > 0xFFFFFFFF:
+                self._ids = itertools.count(1)
+                continue
+            if request_id not in self._pending:
+                return request_id
 
     def _input_waiting(self) -> bool:
         """Something to read on the idle connection (or it is unusable)?  One poll."""
@@ -205,191 +251,7 @@ class FullDuplexConnection:
                 "hprose TCP call to %s failed while sending: %s" % (self.url, error),
                 url=self.url, sent=True), error)
 
-    def _timed_out(self, deadline: Deadline) -> CallTimeout:
-        return CallTimeout("hprose TCP call to %s timed out after %s"
-                           % (self.url, deadline.describe()), url=self.url)
-
-    # --- the reader role -----------------------------------------------------------------
-
-    def _lead(self, call: _PendingCall, request_id: int, deadline: Deadline) -> None:
-        """Holding the reader role: read frames until ``call`` has its reply, the deadline
-        passes (CallTimeout) or the connection breaks (``call.error``); then pass the role
-        on to a waiting caller."""
-        decoder = self._decoder
-        at = deadline.at
-        timed_out = False
-        sock = self.sock
-        try:
-            while call.reply is None and call.error is None:
-                empty = self._empty
-                if not empty:
-                    frame = decoder.next_frame()
-                    if frame is not None:
-                        self._empty = not decoder.buffered
-                        self._deliver(frame.request_id, frame.body)
-                        continue
-                    data = self._recv(at, decoder.wanted())
-                elif self.tls:
-                    data = self.io.recv(_RECV_CHUNK, at)  # type: ignore[call-arg]
-                elif (not sock.rcvtimeo if at is None  # type: ignore[attr-defined]
-                      else 0.0 < sock.rcvtimeo <= at - _clock() - _MARGIN):  # type: ignore
-                    try:  # the kernel timeout set ends before the deadline: just receive
-                        data = sock.recv(_RECV_CHUNK)
-                    except BlockingIOError:
-                        data = streams.recv_before(sock, at)  # type: ignore[arg-type]
-                else:
-                    data = streams.recv_before(sock, at)  # type: ignore[arg-type]
-                if not data:
-                    decoder.closed()
-                size = len(data)
-                if size > 8 and empty:
-                    # the common case: exactly one whole frame in one receive
-                    word = _word_from(data[:4], "big")
-                    if word & _FULL and (word & _MASK) + 8 == size \
-                            and (word & _MASK) <= self.max_frame:
-                        got = _word_from(data[4:8], "big")
-                        if got != request_id:
-                            self._deliver(got, data[8:])
-                            continue
-                        with self._lock:
-                            if self._pending.pop(got, None) is call:
-                                call.reply = data[8:]
-                        continue
-                decoder.feed(data)
-                self._empty = False
-        except TimeoutError:
-            timed_out = True
-        except framing.OversizedFrame as error:
-            self._fail(oversized_reply(self.url, error), error)
-        except FrameError as error:
-            self._fail(error, None)
-        except (OSError, EOFError) as error:
-            reason = "connection closed" if isinstance(error, EOFError) else str(error)
-            self._fail(TransportError("hprose TCP connection to %s broke: %s" % (self.url, reason),
-                                      url=self.url, sent=True), error)
-        finally:
-            with self._lock:
-                self._reading = False
-                waker = self._pending and self._waiting_follower()
-            if waker:
-                waker.release()
-            elif self.dead:
-                self._close_if_unused()
-        if timed_out:
-            with self._lock:
-                self._pending.pop(request_id, None)
-                done = call.reply is not None or call.error is not None
-            if not done:
-                raise self._timed_out(deadline)
-
-    def _recv(self, at: float | None, want: int) -> bytes:
-        size = _RECV_CHUNK if want < _RECV_CHUNK else min(want, _MAX_RECV)
-        if self.tls:
-            return self.io.recv(size, at)  # type: ignore[call-arg]
-        return streams.recv_before(self.sock, at, size)  # type: ignore[arg-type]
-
-    def _deliver(self, request_id: int | None, body: bytes) -> None:
-        """A reply came in: hand it to its call (waking its thread), or drop it (late)."""
-        if request_id is None:
-            raise FrameError("hprose TCP server %s answered a full-duplex request with a "
-                             "half-duplex frame" % self.url, url=self.url)
-        with self._lock:
-            call = self._pending.pop(request_id, None)
-            if call is None:  # its caller timed out; the late reply is dropped
-                logger.debug("dropping late reply %d from %s", request_id, self.url)
-                return
-            call.reply = body
-            waker, call.waker = call.waker, None
-        if waker is not None:
-            waker.release()
-
-    def _waiting_follower(self) -> threading.Lock | None:
-        """(Under the lock.)  The waker of a caller sleeping on its reply, taken: whoever
-        releases it hands that caller the reader role."""
-        for pending in self._pending.values():
-            waker = pending.waker
-            if waker is not None:
-                pending.waker = None
-                return waker
-        return None
-
-    def _pass_role(self) -> None:
-        """Give up the reader role: to a caller sleeping on its reply, if there is one."""
-        with self._lock:
-            self._reading = False
-            waker = self._waiting_follower()
-        if waker is not None:
-            waker.release()
-        elif self.dead:
-            self._close_if_unused()
-
-    def _read_idle_input(self) -> None:
-        """The connection was idle (reader role held for this): read without waiting what
-        came meanwhile.  A late reply is dropped; the server's close or garbage makes the
-        connection dead (nothing was sent yet)."""
-        try:
-            if self.tls:
-                data = self.io.recv(_RECV_CHUNK, 0.0)  # type: ignore[call-arg]
-            else:
-                data = self.sock.recv(_RECV_CHUNK, _DONTWAIT)
-            while True:
-                if not data:
-                    self._decoder.closed()
-                self._decoder.feed(data)
-                self._empty = False
-                frame = self._decoder.next_frame()
-                while frame is not None:
-                    self._deliver(frame.request_id, frame.body)
-                    frame = self._decoder.next_frame()
-                if self.tls:
-                    data = self.io.recv(_RECV_CHUNK, 0.0)  # type: ignore[call-arg]
-                else:
-                    data = self.sock.recv(_RECV_CHUNK, _DONTWAIT)
-        except (BlockingIOError, TimeoutError):
-            pass  # all read
-        except framing.OversizedFrame as error:
-            self._fail(FrameError("hprose TCP reply from %s refused: %s" % (self.url, error),
-                                  url=self.url), error)
-        except FrameError as error:
-            self._fail(error, None)
-        except (OSError, EOFError) as error:
-            self._fail(TransportError("hprose TCP connection to %s closed while idle: %s"
-                                      % (self.url, error), url=self.url, sent=False), error)
-        finally:
-            self._empty = not self._decoder.buffered
-            self._pass_role()
-
     # --- failing and closing ---------------------------------------------------------------
-
-    def _fail(self, error: TransportError, cause: BaseException | None) -> None:
-        """Mark dead, shut the socket down (the last thread using it closes it), and fail
-        every waiting call with ``error``."""
-        if cause is not None:
-            error.__cause__ = cause
-        with self._lock:
-            first = not self.dead
-            self.dead = True
-            pending, self._pending = self._pending, {}
-            wakers = []
-            for call in pending.values():
-                call.error = error
-                if call.waker is not None:
-                    wakers.append(call.waker)
-                    call.waker = None
-        if first and not isinstance(cause, EOFError):
-            logger.debug("%s", error)
-        streams.shutdown_socket(self.sock)
-        for waker in wakers:
-            waker.release()
-        self._close_if_unused()
-
-    def _close_if_unused(self) -> None:
-        """Close the socket of a dead connection once no thread reads or writes it."""
-        with self._lock:
-            if not self.dead or self._closed or self._reading or self._send_lock.locked():
-                return
-            self._closed = True
-        close_quietly(self.sock)
 
     def retire(self) -> None:
         """Close once no call is pending (now, if none is).  A call arriving afterwards is
