@@ -35,6 +35,7 @@ import etcd3
 import grpc
 
 from ..errors import ConfigError, EtcdError
+from .batch import StartBatcher
 from .config import EtcdConfig, parse_endpoint
 from .errors import (NoAnswer, bare, is_auth_error, is_no_leader, is_unknown_deadline,
                      translate)
@@ -83,6 +84,7 @@ class EtcdConnection:
         self._users = 0  # shared connections: how many have it (see shared_connection)
         self._shared_key: tuple[int, EtcdConfig] | None = None
         self.generation = 0  # bumped each time the client is rebuilt
+        self._starts = StartBatcher(self)
 
     # --- client construction --------------------------------------------------------------
 
@@ -253,6 +255,11 @@ class EtcdConnection:
             puts = [client.transactions.put(key, value, lease=lease_id) for key, value in items]
             client.transaction(compare=[], success=puts, failure=[])
         self.call("writing %d keys" % len(items), txn)
+
+    def register(self, key: str, value: bytes, ttl: int) -> tuple[int, int]:
+        """A new lease of ``ttl`` s with ``value`` at ``key`` on it: ``(lease_id, revision)``.
+        Concurrent calls are combined, each keeping its own lease and error (``batch.py``)."""
+        return self._starts.register(key, value, ttl)
 
     def delete(self, key: str) -> bool:
         """Delete one key; True if it existed."""

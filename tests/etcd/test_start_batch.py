@@ -1,0 +1,188 @@
+"""Registrar.start() calls that overlap on one connection are written together
+(hprose_cluster/etcd/batch.py): their leases granted together, their records put in one
+transaction, yet each start keeps its own lease and gets its own outcome.
+
+To make a batch certain rather than likely, ``HeldConnection`` holds the first lease grant
+until the other starts are queued behind it, so they form the next batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import pytest
+
+from hprose_cluster import EtcdConfig, RegistrationError, Registrar, ServerInfo
+from hprose_cluster.etcd import EtcdConnection
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class HeldConnection(EtcdConnection):
+    """Holds its first lease grant until ``queued`` starts wait behind it (or 20 s pass)."""
+
+    def __init__(self, config: EtcdConfig, queued: int):
+        super().__init__(config)
+        self.queued = queued
+        self._held = False
+        self.grant_batches: list[str] = []
+
+    def call(self, what: str, func: Callable[[Any], Any]) -> Any:
+        if what.startswith("granting") and what.endswith("leases"):
+            self.grant_batches.append(what)
+            if not self._held:
+                self._held = True
+                deadline = time.monotonic() + 20
+                while self._starts.waiting < self.queued and time.monotonic() < deadline:
+                    time.sleep(0.01)
+        return super().call(what, func)
+
+
+def _infos(domain: str, count: int) -> list[ServerInfo]:
+    return [ServerInfo(domain, "tcp://127.0.0.1:%d" % (20000 + i), cpu=1) for i in range(count)]
+
+
+def _start_all(registrars: list[Registrar]) -> list[BaseException | None]:
+    """start() each registrar on a thread of its own, all at once; the error of each."""
+    def start(registrar: Registrar) -> BaseException | None:
+        try:
+            registrar.start()
+        except BaseException as error:  # noqa: B036 - collected for the assertions
+            return error
+        return None
+
+    with ThreadPoolExecutor(len(registrars)) as pool:
+        return list(pool.map(start, registrars))
+
+
+def _lease_ids(server: Any) -> set[int]:
+    """Every lease etcd holds (etcdctl: the etcd3 client has no call for it)."""
+    from hprose_cluster.embedded import find_etcdctl_binary
+
+    done = subprocess.run([find_etcdctl_binary(), "--endpoints", server.client_url,
+                           "--command-timeout", "5s", "lease", "list"],
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    return {int(line, 16) for line in done.stdout.splitlines()[1:] if line.strip()}
+
+
+def _stored(connection: EtcdConnection, registrar: Registrar) -> tuple[bytes, int] | None:
+    response = connection.get(registrar.key)
+    return (response.kvs[0].value, response.kvs[0].lease) if response.kvs else None
+
+
+def test_concurrent_starts_are_batched_each_with_its_own_lease(etcd, domain):
+    count = 24
+    with HeldConnection(EtcdConfig(etcd.endpoint), queued=count - 1) as connection:
+        registrars = [Registrar(info, connection=connection, ttl=5, heartbeat=1)
+                      for info in _infos(domain, count)]
+        try:
+            assert _start_all(registrars) == [None] * count
+            # the held first start, then every other one in one batch of 23
+            assert connection.grant_batches == ["granting 1 leases", "granting 23 leases"]
+            assert connection._starts.batches == 2
+            leases = {r.lease_id for r in registrars}
+            assert len(leases) == count and None not in leases
+            for registrar in registrars:
+                assert registrar.registered
+                assert _stored(connection, registrar) == (registrar.info.to_json(),
+                                                          registrar.lease_id)
+                assert connection.lease_ttl(registrar.lease_id) > 0
+            # stopping one removes its key only
+            registrars[5].close()
+            assert _stored(connection, registrars[5]) is None
+            for registrar in registrars[:5] + registrars[6:]:
+                assert _stored(connection, registrar) is not None
+        finally:
+            for registrar in registrars:
+                registrar.close()
+        for registrar in registrars:
+            assert _stored(connection, registrar) is None
+
+
+def test_a_batched_registration_is_kept_alive_and_put_back(etcd, domain):
+    """After a batched start the registrar's own loop takes over as before: it refreshes the
+    lease and puts back a deleted record."""
+    count = 8
+    with HeldConnection(EtcdConfig(etcd.endpoint), queued=count - 1) as connection:
+        registrars = [Registrar(info, connection=connection, ttl=2, heartbeat=0.3)
+                      for info in _infos(domain, count)]
+        try:
+            assert _start_all(registrars) == [None] * count
+            victim = registrars[3]
+            deadline = time.monotonic() + 15
+            while victim.refreshes < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert victim.refreshes >= 2
+            connection.delete(victim.key)
+            while victim.registrations < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert victim.registrations == 2
+            assert _stored(connection, victim) is not None
+            time.sleep(2.5)  # over one TTL: every lease was refreshed, every record is there
+            assert all(_stored(connection, r) is not None for r in registrars)
+        finally:
+            for registrar in registrars:
+                registrar.close()
+
+
+def test_one_refused_record_fails_only_its_own_start(etcd_factory, domain, caplog):
+    """etcd refuses the batch's transaction (over its --max-request-bytes because of one
+    record): the records are written one by one and only the big one fails."""
+    caplog.set_level(logging.INFO, logger="hprose_cluster.etcd")
+    server = etcd_factory(extra_args=["--max-request-bytes", "20000"])
+    count = 12
+    with HeldConnection(EtcdConfig(server.endpoint), queued=count - 1) as connection:
+        infos = _infos(domain, count)
+        infos[7] = ServerInfo(domain, "tcp://127.0.0.1:29999", cpu=1,
+                              extra={"Padding": "x" * 25000})
+        registrars = [Registrar(info, connection=connection, ttl=5, heartbeat=1)
+                      for info in infos]
+        try:
+            errors = _start_all(registrars)
+            big = errors.pop(7)
+            assert isinstance(big, RegistrationError), big
+            assert "tcp://127.0.0.1:29999" in str(big) and "too large" in str(big), str(big)
+            assert errors == [None] * (count - 1)
+            assert any("one by one" in r.getMessage() for r in caplog.records)  # one batch
+            assert registrars[7].lease_id is None and not registrars[7].registered
+            assert _stored(connection, registrars[7]) is None
+            others = registrars[:7] + registrars[8:]
+            assert len({r.lease_id for r in others}) == count - 1
+            for registrar in others:
+                assert _stored(connection, registrar) == (registrar.info.to_json(),
+                                                          registrar.lease_id)
+            # the failed start's lease is revoked (without waiting): no lease is left over
+            # beyond the registered ones
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                leases = _lease_ids(server)
+                if len(leases) == count - 1:
+                    break
+                time.sleep(0.1)
+            assert leases == {r.lease_id for r in others}
+        finally:
+            for registrar in registrars:
+                registrar.close()
+
+
+def test_concurrent_starts_against_a_dead_etcd_all_fail_within_the_timeout(domain):
+    from hprose_cluster.embedded import free_port
+
+    config = EtcdConfig("127.0.0.1:%d" % free_port(), timeout=2)
+    with EtcdConnection(config) as connection:
+        registrars = [Registrar(info, connection=connection, ttl=5, heartbeat=1)
+                      for info in _infos(domain, 16)]
+        began = time.monotonic()
+        errors = _start_all(registrars)
+        elapsed = time.monotonic() - began
+        for registrar, error in zip(registrars, errors):
+            assert isinstance(error, RegistrationError), error
+            assert registrar.info.url in str(error) and config.endpoints[0] in str(error)
+        assert elapsed < config.timeout + 1
+        assert threading.active_count() < 100
