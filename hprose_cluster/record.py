@@ -165,9 +165,10 @@ def new_uuid() -> str:
     return str(uuid_module.uuid4())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServerInfo:
-    """One server of a domain, as registered in etcd."""
+    """One server of a domain, as registered in etcd.  (Slots: a client of 100,000 servers
+    holds 100,000 of them, ~10 MB less without a dict each.)"""
 
     domain: str
     url: str
@@ -207,17 +208,17 @@ class ServerInfo:
 
         Raises RecordError naming the key and what is wrong.
         """
-        where = "record %s" % key if key else "record"
-        size = len(data.encode("utf-8", "replace")) if isinstance(data, str) else len(data)
-        if size > MAX_RECORD_BYTES:
-            raise RecordError("%s is %d bytes, over the %d byte limit"
-                              % (where, size, MAX_RECORD_BYTES))
-        if isinstance(data, bytes):
+        if isinstance(data, bytes):  # the common shape first: no other work for it
             trusted = _TRUSTED.fullmatch(data)
             if trusted is not None:
                 info = cls._trusted(trusted, key)
                 if info is not None:
                     return info
+        where = "record %s" % key if key else "record"
+        size = len(data.encode("utf-8", "replace")) if isinstance(data, str) else len(data)
+        if size > MAX_RECORD_BYTES:
+            raise RecordError("%s is %d bytes, over the %d byte limit"
+                              % (where, size, MAX_RECORD_BYTES))
         fields = cls._canonical_fields(data)
         if fields is not None:
             server, domain, url, cpu = fields
@@ -262,8 +263,11 @@ class ServerInfo:
         if key is not None and not key.endswith("/%s/%s" % (name, uuid)):
             return None
         info = object.__new__(cls)
-        vars(info).update(domain=name, url=url.decode("ascii"), uuid=uuid, cpu=int(cpu),
-                          extra=_NO_EXTRA)
+        _set_domain(info, name)
+        _set_url(info, url.decode("ascii"))
+        _set_uuid(info, uuid)
+        _set_cpu(info, int(cpu))
+        _set_extra(info, _NO_EXTRA)
         return info
 
     @staticmethod
@@ -297,3 +301,11 @@ class ServerInfo:
                 raise RecordError("%s field %s has the wrong type: %r"
                                   % (where, name, value[name]))
         return value
+
+
+# The slots' setters, for ServerInfo._trusted (a frozen dataclass refuses plain assignment).
+_set_domain = vars(ServerInfo)["domain"].__set__
+_set_url = vars(ServerInfo)["url"].__set__
+_set_uuid = vars(ServerInfo)["uuid"].__set__
+_set_cpu = vars(ServerInfo)["cpu"].__set__
+_set_extra = vars(ServerInfo)["extra"].__set__
