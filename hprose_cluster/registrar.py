@@ -148,8 +148,12 @@ class Registrar:
             self._register(watch=False)
             return
         self._batch_tried = True
-        self._lease_id, revision = self._connection.register(self.key, self._value, self.ttl)
+        # a lease granted ahead in a burst must leave half the slack between the TTL and the
+        # first refresh, one heartbeat away
+        self._lease_id, revision, granted_at = self._connection.register(
+            self.key, self._value, self.ttl, max_age=(self.ttl - self.heartbeat) / 2)
         self._registered(revision, watch=False)
+        self._last_refresh = granted_at  # the lease's TTL runs from its grant
 
     def _register(self, watch: bool = True) -> None:
         """Put the record on a live lease: the current one if it still lives, else a new one.

@@ -247,10 +247,11 @@ class EtcdConnection:
             client.transaction(compare=[], success=puts, failure=[])
         self.call("writing %d keys" % len(items), txn)
 
-    def register(self, key: str, value: bytes, ttl: int) -> tuple[int, int]:
-        """A new lease of ``ttl`` s with ``value`` at ``key`` on it: ``(lease_id, revision)``.
-        Concurrent calls are combined, each keeping its own lease and error (``batch.py``)."""
-        return self._starts.register(key, value, ttl)
+    def register(self, key: str, value: bytes, ttl: int,
+                 max_age: float = 0.0) -> tuple[int, int, float]:
+        """A new lease of ``ttl`` s with ``value`` at ``key`` on it: ``(lease_id, revision,
+        granted_at)``.  Concurrent calls are combined, each with its own lease and error."""
+        return self._starts.register(key, value, ttl, max_age)  # see batch.py
 
     def delete(self, key: str) -> bool:
         """Delete one key; True if it existed."""

@@ -41,18 +41,24 @@ def read_pages(connection: "EtcdConnection", prefix: str, page_size: int) -> Ite
     what = "reading %s" % prefix
     revision: int | None = None
 
-    def ask(start: bytes, end: bytes) -> tuple[Any, Any, Any]:
-        def send(client: Any) -> tuple[Any, Any, Any]:
+    def ask(start: bytes, end: bytes) -> tuple[Any, Any, Any, bool]:
+        """A page asked for: (client, member, reply or call in flight, whether a reply)."""
+        def send(client: Any) -> tuple[Any, Any, Any, bool]:
+            if revision is None:  # the first page: a blocking call (one reply to wait for)
+                reply = client.get_range_response(start, end, limit=page_size)
+                return client, None, reply, True
             request = client._build_get_range_request(start, range_end=end, limit=page_size,
                                                       revision=revision)
             call = client.kvstub.Range.future(request, client.timeout,
                                               credentials=client.call_credentials,
                                               metadata=client.metadata)
-            return client, client._current_endpoint_label, call
+            return client, client._current_endpoint_label, call, False
         return connection.call(what, send)
 
-    def answer(pending: tuple[Any, Any, Any]) -> Any:
-        client, label, call = pending
+    def answer(pending: tuple[Any, Any, Any, bool]) -> Any:
+        client, label, call, replied = pending
+        if replied:
+            return call
 
         def wait(_: Any) -> Any:
             try:
@@ -66,7 +72,7 @@ def read_pages(connection: "EtcdConnection", prefix: str, page_size: int) -> Ite
     base = prefix.encode("utf-8")
     todo: list[tuple[bytes, bytes]] = []
     current = (base, etcd3.utils.prefix_range_end(base))
-    pending: tuple[Any, Any, Any] | None = ask(*current)
+    pending: tuple[Any, Any, Any, bool] | None = ask(*current)
     while pending is not None:
         raw = answer(pending)
         if raw.more and raw.kvs:

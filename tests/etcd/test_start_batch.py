@@ -158,16 +158,64 @@ def test_one_refused_record_fails_only_its_own_start(etcd_factory, domain, caplo
                 assert _stored(connection, registrar) == (registrar.info.to_json(),
                                                           registrar.lease_id)
             # the failed start's lease is revoked (without waiting): no lease is left over
-            # beyond the registered ones
+            # beyond the registered ones and those granted ahead for the next burst
+            expected = {r.lease_id for r in others} | connection._starts.spares
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 leases = _lease_ids(server)
-                if len(leases) == count - 1:
+                if leases == expected:
                     break
                 time.sleep(0.1)
-            assert leases == {r.lease_id for r in others}
+            assert leases == expected
         finally:
             for registrar in registrars:
+                registrar.close()
+
+
+def test_a_burst_grants_leases_ahead_used_only_while_young(etcd_factory, domain):
+    """A batch of a burst grants leases for the batches after it: the next starts take them
+    (no grant call of their own), each still its own lease; a start whose heartbeat leaves
+    no slack for an older lease gets a new one, and spares left over are revoked."""
+    server = etcd_factory()
+    count = 8
+    with HeldConnection(EtcdConfig(server.endpoint), queued=count - 1) as connection:
+        infos = _infos(domain, 3 * count)
+        burst = [Registrar(info, connection=connection, ttl=10, heartbeat=1)
+                 for info in infos[:count]]
+        later = [Registrar(info, connection=connection, ttl=10, heartbeat=1)
+                 for info in infos[count:2 * count]]
+        strict = [Registrar(info, connection=connection, ttl=2, heartbeat=1.98)
+                  for info in infos[2 * count:]]
+        everyone = burst + later + strict
+        try:
+            assert _start_all(burst) == [None] * count
+            spares = connection._starts.spares
+            assert len(spares) >= count and not spares & {r.lease_id for r in burst}
+            grants = len(connection.grant_batches)
+            assert _start_all(later) == [None] * count
+            assert len(connection.grant_batches) == grants  # served by the spares
+            assert {r.lease_id for r in later} <= spares
+            assert _start_all(strict) == [None] * count  # max_age 0.01 s: no spare is young
+            assert len(connection.grant_batches) > grants
+            assert not {r.lease_id for r in strict} & spares
+            leases = [r.lease_id for r in everyone]
+            assert len(set(leases)) == len(leases)
+            for registrar in everyone:
+                assert _stored(connection, registrar) == (registrar.info.to_json(),
+                                                          registrar.lease_id)
+                assert connection.lease_ttl(registrar.lease_id) > 0
+            # a spare older than its lifetime is revoked by the next batch of grants
+            time.sleep(1.2)
+            extra = Registrar(ServerInfo(domain, "tcp://127.0.0.1:29998", cpu=1),
+                              connection=connection, ttl=10, heartbeat=1).start()
+            everyone.append(extra)
+            expected = {r.lease_id for r in everyone if r.registered} | connection._starts.spares
+            deadline = time.monotonic() + 10
+            while _lease_ids(server) != expected and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _lease_ids(server) == expected
+        finally:
+            for registrar in everyone:
                 registrar.close()
 
 
