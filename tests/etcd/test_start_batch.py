@@ -238,3 +238,40 @@ def test_concurrent_starts_against_a_dead_etcd_all_fail_within_the_timeout(domai
             assert registrar.info.url in str(error) and config.endpoints[0] in str(error)
         assert elapsed < config.timeout + 1
         assert threading.active_count() < 100
+
+
+def test_a_batch_that_met_a_dead_member_is_retried_on_a_live_one(etcd, domain):
+    """The batch goes to a member that does not answer: each of its starts tries again on
+    the next endpoint alone (as a start always did), and every one registers."""
+    from hprose_cluster.embedded import free_port
+
+    class FailureCounting(EtcdConnection):
+        failed: list[str] = []
+
+        def call(self, what: str, func: Callable[[Any], Any]) -> Any:
+            try:
+                return super().call(what, func)
+            except Exception:
+                self.failed.append(what)
+                raise
+
+    dead = "127.0.0.1:%d" % free_port()
+    config = EtcdConfig((dead, etcd.endpoint), timeout=3)
+    with FailureCounting(config) as connection:
+        client = connection._current()
+        client._current_endpoint_label = next(label for label in client.endpoints
+                                              if label.endswith(dead.rsplit(":", 1)[1]))
+        registrars = [Registrar(info, connection=connection, ttl=5, heartbeat=1)
+                      for info in _infos(domain, 12)]
+        try:
+            began = time.monotonic()
+            assert _start_all(registrars) == [None] * 12
+            assert time.monotonic() - began < config.timeout + 2
+            assert connection.failed and connection.failed[0].startswith("granting")
+            assert len({r.lease_id for r in registrars}) == 12
+            for registrar in registrars:
+                assert _stored(connection, registrar) == (registrar.info.to_json(),
+                                                          registrar.lease_id)
+        finally:
+            for registrar in registrars:
+                registrar.close()
