@@ -42,11 +42,8 @@ def read_pages(connection: "EtcdConnection", prefix: str, page_size: int) -> Ite
     revision: int | None = None
 
     def ask(start: bytes, end: bytes) -> tuple[Any, Any, Any, bool]:
-        """A page asked for: (client, member, reply or call in flight, whether a reply)."""
+        """A page after the first, asked for without waiting: (client, member, call, False)."""
         def send(client: Any) -> tuple[Any, Any, Any, bool]:
-            if revision is None:  # the first page: a blocking call (one reply to wait for)
-                reply = client.get_range_response(start, end, limit=page_size)
-                return client, None, reply, True
             request = client._build_get_range_request(start, range_end=end, limit=page_size,
                                                       revision=revision)
             call = client.kvstub.Range.future(request, client.timeout,
@@ -72,7 +69,10 @@ def read_pages(connection: "EtcdConnection", prefix: str, page_size: int) -> Ite
     base = prefix.encode("utf-8")
     todo: list[tuple[bytes, bytes]] = []
     current = (base, etcd3.utils.prefix_range_end(base))
-    pending: tuple[Any, Any, Any, bool] | None = ask(*current)
+    # (a blocking call: one reply to wait for; made here, not in ask(), so that an error's
+    # traceback stays short)
+    pending: tuple[Any, Any, Any, bool] | None = connection.call(what, lambda client: (
+        client, None, client.get_range_response(*current, limit=page_size), True))
     while pending is not None:
         raw = answer(pending)
         if raw.more and raw.kvs:
