@@ -173,13 +173,20 @@ def ratio(rates: dict[str, list[float]], num: str, den: str) -> tuple[float, flo
 # --- etcd metrics --------------------------------------------------------------------------------
 
 def etcd_metrics(client_url: str) -> dict[str, float]:
-    """etcd's ``grpc_server_handled_total`` and ``grpc_server_msg_received_total`` per method."""
+    """etcd's ``grpc_server_handled_total`` and ``grpc_server_msg_received_total`` per method,
+    and its CPU seconds and WAL syncs (count and seconds) so far."""
     import urllib.request
 
     with urllib.request.urlopen(client_url + "/metrics", timeout=5) as reply:
         text = reply.read().decode()
     totals: dict[str, float] = {}
     for line in text.splitlines():
+        if line.startswith(("process_cpu_seconds_total ",
+                            "etcd_disk_wal_fsync_duration_seconds_count ",
+                            "etcd_disk_wal_fsync_duration_seconds_sum ")):
+            name, value = line.split(" ", 1)
+            totals[name] = float(value)
+            continue
         for family in ("grpc_server_handled_total", "grpc_server_msg_received_total"):
             if line.startswith(family + "{"):
                 labels, value = line[len(family) + 1:].rsplit("} ", 1)

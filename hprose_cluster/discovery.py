@@ -25,7 +25,6 @@ It knows nothing about hprose.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import queue
@@ -40,7 +39,7 @@ from .etcd import (EtcdCompacted, EtcdConfig, EtcdConnection, EtcdUnavailable, W
                    WatchHandle, shared_connection)
 from .record import ServerInfo, validate_domain
 from .snapshot import keeper_for
-from .view import EMPTY, ServerView, parse_record
+from .view import EMPTY, ServerView, apply_events, diff, read_domain
 
 __all__ = ["Discovery", "Listener", "ServerView"]
 
@@ -176,24 +175,19 @@ class Discovery:
         """Swap in a new view and tell listeners exactly what changed (``changed``: the only
         keys that may differ from the current view; None compares them all).  ``force``
         swaps it in even if no server changed (to replace a view from the snapshot)."""
-        old = self._view.by_key
-        if changed is None:
-            changed = set(old) | set(by_key)
-        added, removed = [], []
-        for key in sorted(changed):  # in key order, as the view lists them
-            before, after = old.get(key), by_key.get(key)
-            if before != after:
-                if after is not None:
-                    added.append(after)
-                if before is not None:
-                    removed.append(before)
+        added, removed = diff(self._view.by_key, by_key, changed)
         if not added and not removed and not force and self._skipped == self._view.skipped:
             return
+        everything = not self._view.by_key and len(added) == len(by_key)
         with self._changed:
-            self._view = ServerView(by_key, self._applied_revision, skipped=self._skipped)
+            self._view = ServerView(by_key, self._applied_revision, skipped=self._skipped,
+                                    servers=tuple(added) if everything else None)
             self._changed.notify_all()
         if self._snapshot is not None and (added or removed or force):
             self._snapshot.changed()
+        self._tell(added, removed)
+
+    def _tell(self, added: list[ServerInfo], removed: list[ServerInfo]) -> None:
         for listener in list(self._listeners):
             try:
                 listener(added, removed)
@@ -202,20 +196,10 @@ class Discovery:
 
     def _resync(self, initial: bool = False) -> None:
         """Read the whole prefix and make the view equal to it."""
-        pages = self._connection.get_prefix_pages(self.prefix)  # one revision, in pages
-        first = next(pages)
+        revision, cluster_id, by_key, skipped = read_domain(self._connection, self.prefix)
         self._metrics.heard(resync=not initial)
-        revision, cluster_id = first.revision, first.cluster_id
         replaced = (self._cluster_id is not None and cluster_id != self._cluster_id) \
             or revision < self._applied_revision
-        by_key: dict[str, ServerInfo] = {}
-        skipped: dict[str, str] = {}
-        for response in itertools.chain([first], pages):
-            for kv in response.kvs:
-                info = parse_record(kv.key, kv.value, skipped)
-                if info is not None:
-                    by_key[kv.key] = info
-        del first
         self._skipped = skipped
         self._cluster_id = cluster_id
         self._applied_revision = revision
@@ -270,26 +254,10 @@ class Discovery:
         # Every event of one transaction has the same mod_revision, and etcd sends them in one
         # response: compare with the revision applied *before* this response, or all but the
         # first event of a multi-put transaction would be dropped until the next resync.
-        applied = self._applied_revision
-        for event in batch.events:
-            revision = event.mod_revision
-            self._next_revision = max(self._next_revision, revision + 1)
-            if revision <= applied:
-                continue
-            self._applied_revision = max(self._applied_revision, revision)
-            if by_key is None:
-                by_key = dict(self._view.by_key)
-            key = event.key
-            changed.add(key)
-            if event.deleted:
-                self._skipped.pop(key, None)
-                info = None
-            else:
-                info = parse_record(key, event.value, self._skipped)
-            if info is None:
-                by_key.pop(key, None)
-            else:
-                by_key[key] = info
+        by_key, newest = apply_events(batch.events, self._applied_revision, self._view.by_key,
+                                      by_key, changed, self._skipped)
+        self._next_revision = max(self._next_revision, newest + 1)
+        self._applied_revision = max(self._applied_revision, newest)
         return by_key
 
     # --- the watch ------------------------------------------------------------------------
@@ -404,15 +372,11 @@ class Discovery:
         loaded = self._snapshot.load_at_start(self._what, error) if self._snapshot else None
         if loaded is None:
             return False
-        by_key = {server.key(self.config.prefix): server for server in loaded.servers}
         with self._changed:
-            self._view = ServerView(by_key, 0, from_snapshot=True)
+            self._view = ServerView({s.key(self.config.prefix): s for s in loaded.servers}, 0,
+                                    from_snapshot=True)
             self._changed.notify_all()
-        for listener in list(self._listeners):
-            try:
-                listener(list(self._view.servers), [])
-            except Exception:
-                log.exception("a listener of %s failed", self._what)
+        self._tell(list(self._view.servers), [])
         self._needs_resync = True  # the thread's first repair reads etcd
         return True
 

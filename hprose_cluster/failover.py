@@ -99,6 +99,11 @@ class Ejector:
                 self._failures.pop(url, None)
                 self._until.pop(url, None)
 
+    @property
+    def ejecting(self) -> bool:
+        """Whether any server is cooling down now (or was, until asked about)."""
+        return bool(self._until)
+
     def is_ejected(self, url: str) -> bool:
         until = self._until.get(url)
         if until is None:

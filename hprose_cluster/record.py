@@ -44,6 +44,15 @@ _SIMPLE_URL = re.compile(r"(https?|tcp[46]?)://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za
 #    expression instead of the JSON decoder.
 _CANONICAL = re.compile(rb'\{"UUID":"([^"\\\x00-\x1f]*)","Domain":"([^"\\\x00-\x1f]*)",'
                         rb'"ServerUrl":"([^"\\\x00-\x1f]*)","CPU":([1-9][0-9]{0,17})\}')
+# 3. The same record with every field of the shape the checks accept without looking
+#    further (ASCII names and a URL of the simple shape above): read by one regular
+#    expression and not checked again (a client of 100,000 servers: ~3 us a record instead
+#    of ~7 us).  The port range, the URL's length and the key are still checked.
+_NAME = rb'[!#-.0-\[\]-~]{1,253}'  # printable ASCII but for space, '"', '/' and '\'
+_TRUSTED = re.compile(rb'\{"UUID":"(' + _NAME + rb')","Domain":"(' + _NAME + rb')",'
+                      rb'"ServerUrl":"((?:https?|tcp[46]?)://[A-Za-z0-9](?:[A-Za-z0-9.-]*'
+                      rb'[A-Za-z0-9])?(?::([0-9]{1,5}))?(?:/[!#-\[\]-~]*)?)",'
+                      rb'"CPU":([1-9][0-9]{0,17})\}')
 # Parsed records without optional fields share one read-only empty mapping.
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 
@@ -156,9 +165,10 @@ def new_uuid() -> str:
     return str(uuid_module.uuid4())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServerInfo:
-    """One server of a domain, as registered in etcd."""
+    """One server of a domain, as registered in etcd.  (Slots: a client of 100,000 servers
+    holds 100,000 of them, ~10 MB less without a dict each.)"""
 
     domain: str
     url: str
@@ -198,6 +208,12 @@ class ServerInfo:
 
         Raises RecordError naming the key and what is wrong.
         """
+        if isinstance(data, bytes):  # the common shape first: no other work for it
+            trusted = _TRUSTED.fullmatch(data)
+            if trusted is not None:
+                info = cls._trusted(trusted, key)
+                if info is not None:
+                    return info
         where = "record %s" % key if key else "record"
         size = len(data.encode("utf-8", "replace")) if isinstance(data, str) else len(data)
         if size > MAX_RECORD_BYTES:
@@ -228,6 +244,30 @@ class ServerInfo:
             if segments[2] != info.uuid:
                 raise RecordError("%s has UUID %r, which disagrees with its key"
                                   % (where, info.uuid))
+        return info
+
+    @classmethod
+    def _trusted(cls, match: "re.Match[bytes]", key: str | None) -> "ServerInfo | None":
+        """The record ``_TRUSTED`` matched, built without the checks its shape already
+        passed; None when the general path must judge it (a port out of range, a URL too
+        long, a key that disagrees: it raises the error)."""
+        server, domain, url, port, cpu = match.groups()
+        if port is None:
+            if not url.startswith(b"http"):
+                return None
+        elif not 0 < int(port) <= 65535:
+            return None
+        if len(url) > 2048:
+            return None
+        uuid, name = server.decode("ascii"), sys.intern(domain.decode("ascii"))
+        if key is not None and not key.endswith("/%s/%s" % (name, uuid)):
+            return None
+        info = object.__new__(cls)
+        _set_domain(info, name)
+        _set_url(info, url.decode("ascii"))
+        _set_uuid(info, uuid)
+        _set_cpu(info, int(cpu))
+        _set_extra(info, _NO_EXTRA)
         return info
 
     @staticmethod
@@ -261,3 +301,11 @@ class ServerInfo:
                 raise RecordError("%s field %s has the wrong type: %r"
                                   % (where, name, value[name]))
         return value
+
+
+# The slots' setters, for ServerInfo._trusted (a frozen dataclass refuses plain assignment).
+_set_domain = vars(ServerInfo)["domain"].__set__
+_set_url = vars(ServerInfo)["url"].__set__
+_set_uuid = vars(ServerInfo)["uuid"].__set__
+_set_cpu = vars(ServerInfo)["cpu"].__set__
+_set_extra = vars(ServerInfo)["extra"].__set__

@@ -70,6 +70,7 @@ class Registrar:
         self._watch_broken = True
         self._watch_pending = False  # start() registered: the first step creates the watch
         self._watch_from = 0
+        self._batch_tried = False  # start()'s first attempt went to the batcher
         self.registrations = 0  # how many times the record was (re)written
         self.refreshes = 0  # successful lease refreshes (keepalives)
         self._metrics = metrics.registrar_recorder(self)
@@ -92,7 +93,7 @@ class Registrar:
         if self._task is not None:
             return self
         try:
-            self._connection.on_any_endpoint(lambda: self._register(watch=False))
+            self._connection.on_any_endpoint(self._first_registration)
         except EtcdError as error:
             self._release()
             raise RegistrationError("cannot register %s for domain %r at %s: %s"
@@ -139,6 +140,21 @@ class Registrar:
             self._connection.close()
         self._metrics.close()
 
+    def _first_registration(self) -> None:
+        """``start()``'s attempt: the first one is combined with the other starts of this
+        connection running at the same moment (a new lease and one put, written together
+        with theirs); a retry on another endpoint registers alone."""
+        if self.registrations or self._lease_id is not None or self._batch_tried:
+            self._register(watch=False)
+            return
+        self._batch_tried = True
+        # a lease granted ahead in a burst must leave half the slack between the TTL and the
+        # first refresh, one heartbeat away
+        self._lease_id, revision, granted_at = self._connection.register(
+            self.key, self._value, self.ttl, max_age=(self.ttl - self.heartbeat) / 2)
+        self._registered(revision, watch=False)
+        self._last_refresh = granted_at  # the lease's TTL runs from its grant
+
     def _register(self, watch: bool = True) -> None:
         """Put the record on a live lease: the current one if it still lives, else a new one.
 
@@ -153,7 +169,10 @@ class Registrar:
             self._lease_id = None
         if self._lease_id is None:
             self._lease_id = connection.grant(self.ttl)
-        revision = connection.put(self.key, self._value, self._lease_id)
+        self._registered(connection.put(self.key, self._value, self._lease_id), watch)
+
+    def _registered(self, revision: int, watch: bool) -> None:
+        """The record was put at ``revision``: note it, and watch the key from there."""
         self._last_refresh = time.monotonic()
         self._key_missing = False
         self.registrations += 1

@@ -39,7 +39,8 @@ def test_pages_cover_the_prefix_at_the_first_pages_revision(etcd, domain):
             connection.put(late.key(config.prefix), late.to_json(), lease)  # after the 1st page
             responses = [first] + list(pages)
             keys = [kv.key for r in responses for kv in r.kvs]
-            assert [len(r.kvs) for r in responses] == [5, 5, 2]
+            # a page of the whole prefix, then the rest in sub-ranges: at most 5 keys a page
+            assert len(responses[0].kvs) == 5 and max(len(r.kvs) for r in responses) == 5
             assert keys == sorted(i.key(config.prefix) for i in infos)  # not the late one
             assert late.key(config.prefix) not in keys
         finally:
@@ -59,5 +60,35 @@ def test_discovery_reads_a_domain_larger_than_one_grpc_message(etcd, domain):
             with Discovery(domain, etcd=config) as discovery:
                 assert len(discovery.view) == len(infos)
                 assert {s.uuid for s in discovery.servers()} == {i.uuid for i in infos}
+        finally:
+            connection.revoke(lease)
+
+
+def test_pages_cover_keys_of_any_first_character_in_order(etcd, domain):
+    """After the first page the rest is read in sub-ranges cut at the byte after the prefix:
+    keys whose next byte is no hex digit (or is none at all, or not ASCII) are read too."""
+    config = EtcdConfig(endpoints=etcd.endpoint)
+    prefix = "%s/%s/" % (config.prefix, domain)
+    tails = ["", "-", "0", "0a", "1", "9~", "A", "Z", "_", "a", "b-", "f", "fff", "g", "z", "~",
+             "é", "\u4e2d", "00000000-0000", "ffffffff-ffff"] + ["%x" % i for i in range(40)]
+    keys = sorted({prefix + tail for tail in tails}, key=lambda k: k.encode("utf-8"))
+    with EtcdConnection(config) as connection:
+        lease = connection.grant(30)
+        try:
+            connection.put_many([(key, b"v") for key in keys], lease)
+            calls = []
+            plain_call = connection.call
+
+            def counting(what, func):
+                calls.append(what)
+                return plain_call(what, func)
+
+            connection.call = counting  # type: ignore[method-assign]
+            read = [kv.key for page in connection.get_prefix_pages(prefix, page_size=3)
+                    for kv in page.kvs]
+            assert read == keys
+            calls.clear()
+            assert [len(page.kvs) for page in connection.get_prefix_pages(prefix + "ff")] == [2]
+            assert len(calls) == 1  # a small prefix: one request
         finally:
             connection.revoke(lease)

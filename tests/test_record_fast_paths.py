@@ -33,6 +33,7 @@ def _general(call: Callable[[], Any], monkeypatch: pytest.MonkeyPatch) -> tuple[
     with monkeypatch.context() as patch:
         patch.setattr(record, "_SIMPLE_URL", record.re.compile(r"(?!)"))
         patch.setattr(record, "_CANONICAL", record.re.compile(rb"(?!)"))
+        patch.setattr(record, "_TRUSTED", record.re.compile(rb"(?!)"))
         return _outcome(call)
 
 
@@ -59,16 +60,23 @@ field_text = st.text(st.sampled_from(list("ab-1.é\"\\\x00\x1f/ ") + ["\ud800"])
 records = st.builds(
     lambda u, d, url, cpu, tail: ('{"UUID":"%s","Domain":"%s","ServerUrl":"%s","CPU":%s%s}'
                                   % (u, d, url, cpu, tail)),
-    st.one_of(st.just("u-1"), field_text),
-    st.one_of(st.just("d.x"), field_text),
-    st.one_of(st.sampled_from(["tcp://127.0.0.1:9", "http://h/", "tcp://h"]), field_text),
+    st.one_of(st.just("u-1"), st.sampled_from(["", "u" * 253, "u" * 254, "u~!#", "u\x7f"]),
+              field_text),
+    st.one_of(st.just("d.x"), st.sampled_from(["", "d" * 254, "D.X"]), field_text),
+    st.one_of(st.sampled_from(["tcp://127.0.0.1:9", "http://h/", "tcp://h", "tcp://h:0",
+                               "tcp://h:65535", "tcp://h:65536", "https://h", "tcp4://h:1/x",
+                               "ws://h:1", "unix:/tmp/s", "tcp://h:1/" + "p" * 2050,
+                               "tcp://-h:1", "tcp6://h.:1", "http://h:99999/a?b#c"]),
+              field_text),
     st.sampled_from(["1", "8", "0", "01", "-1", "1.5", "true", '"2"', "123456789012345678901"]),
     st.sampled_from(["", ',"Weight":2', " ", ',"CPU":3']))
 
 
 @settings(max_examples=3000, deadline=None)
 @given(records, st.booleans(), st.sampled_from([None, "hprose-service/d.x/u-1",
-                                                "hprose-service/other/u-1"]))
+                                                "hprose-service/other/u-1", "d.x/u-1",
+                                                "/d.x/u-1", "hprose-service/d.x/u-1/",
+                                                "x/d.x/u-2", "hprose-service/D.X/u-1"]))
 def test_from_json_fast_path_agrees_with_json(text: str, as_bytes: bool, key: str | None) -> None:
     data: bytes | str = text.encode("utf-8", "surrogatepass") if as_bytes else text
     with pytest.MonkeyPatch.context() as monkeypatch:
@@ -84,3 +92,21 @@ def test_the_canonical_record_takes_the_fast_path_and_shares_its_strings() -> No
     assert a.extra == {} and a.extra is b.extra
     with pytest.raises(TypeError):
         a.extra["Weight"] = 3  # type: ignore[index]  # the shared empty mapping is read-only
+
+
+def test_a_record_of_the_common_shape_is_read_by_one_expression(monkeypatch) -> None:
+    """ASCII names and a simple URL: neither the JSON decoder nor the field checks run."""
+    expected = ServerInfo("d.x", "tcp://10.0.0.1:7", "u-1", 4)
+
+    def never(*args: Any) -> Any:
+        raise AssertionError("the common shape took a slower path")
+
+    for name in ("_canonical_fields", "_json_fields"):
+        monkeypatch.setattr(ServerInfo, name, staticmethod(never))
+    for name in ("validate_domain", "validate_uuid", "validate_url", "validate_cpu"):
+        monkeypatch.setattr(record, name, never)
+    data = b'{"UUID":"u-1","Domain":"d.x","ServerUrl":"tcp://10.0.0.1:7","CPU":4}'
+    info = ServerInfo.from_json(data, "hprose-service/d.x/u-1")
+    assert (info.uuid, info.domain, info.url, info.cpu, info.weight) == ("u-1", "d.x",
+                                                                         "tcp://10.0.0.1:7", 4, 4.0)
+    assert info.to_json() == data and info == expected and hash(info) == hash(expected)

@@ -4,7 +4,9 @@
 - ``errors``: the typed ``EtcdError`` subclasses code branches on;
 - ``values``: what etcd answers, as plain values (keys, ranges, watch events);
 - ``connection``: ``EtcdConnection`` and ``shared_connection()``;
-- ``keepalive`` and ``watch``: the lease keepalive stream and the watches behind it.
+- ``keepalive`` and ``watch``: the lease keepalive stream and the watches behind it;
+- ``batch``: registrations started together, granted and written together;
+- ``pages``: reading a large prefix in pages and sub-ranges.
 
 The etcd3 client's protobuf objects stay inside this package.
 """

@@ -35,10 +35,12 @@ import etcd3
 import grpc
 
 from ..errors import ConfigError, EtcdError
+from .batch import StartBatcher
 from .config import EtcdConfig, parse_endpoint
 from .errors import (NoAnswer, bare, is_auth_error, is_no_leader, is_unknown_deadline,
                      translate)
 from .keepalive import KeepaliveStream
+from .pages import read_pages
 from .values import Range, range_of
 from .watch import WatchCallback, WatchHandle, add_watch, fail_endpoint
 
@@ -83,6 +85,7 @@ class EtcdConnection:
         self._users = 0  # shared connections: how many have it (see shared_connection)
         self._shared_key: tuple[int, EtcdConfig] | None = None
         self.generation = 0  # bumped each time the client is rebuilt
+        self._starts = StartBatcher(self)
 
     # --- client construction --------------------------------------------------------------
 
@@ -222,21 +225,11 @@ class EtcdConnection:
                          lambda c: range_of(c.get_prefix_response(prefix, count_only=count_only)))
 
     def get_prefix_pages(self, prefix: str, page_size: int = 5000) -> Iterator[Range]:
-        """Every key under ``prefix``, ``page_size`` keys per Range, in key order, all read at
-        the revision of the first page: one consistent read that never holds a whole large
-        domain's reply at once (use the first page's revision and cluster_id)."""
-        start = prefix.encode("utf-8")
-        end = etcd3.utils.prefix_range_end(start)
-        revision: int | None = None
-        while True:
-            raw = self.call("reading %s" % prefix, lambda c: c.get_range_response(
-                start, end, limit=page_size, revision=revision))
-            yield range_of(raw)
-            if not raw.more or not raw.kvs:
-                return
-            if revision is None:
-                revision = raw.header.revision
-            start = raw.kvs[-1].key + b"\0"
+        """Every key under ``prefix`` in key order, at most ``page_size`` keys per Range, all
+        read at the revision of the first: one consistent read that never holds a large
+        domain's reply at once (use the first page's revision and cluster_id; see
+        ``pages.py``)."""
+        return read_pages(self, prefix, page_size)
 
     def get(self, key: str) -> Range:
         """The one key ``key`` (``kvs`` is empty when it does not exist)."""
@@ -253,6 +246,12 @@ class EtcdConnection:
             puts = [client.transactions.put(key, value, lease=lease_id) for key, value in items]
             client.transaction(compare=[], success=puts, failure=[])
         self.call("writing %d keys" % len(items), txn)
+
+    def register(self, key: str, value: bytes, ttl: int,
+                 max_age: float = 0.0) -> tuple[int, int, float]:
+        """A new lease of ``ttl`` s with ``value`` at ``key`` on it: ``(lease_id, revision,
+        granted_at)``.  Concurrent calls are combined, each with its own lease and error."""
+        return self._starts.register(key, value, ttl, max_age)  # see batch.py
 
     def delete(self, key: str) -> bool:
         """Delete one key; True if it existed."""
