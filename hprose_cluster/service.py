@@ -167,6 +167,10 @@ class Service(HproseService):
         """The reply to one request: input filters, the calls or the function list, output
         filters; any failure outside a call is one ``E`` reply (through ``_doError``)."""
         filters = self._HproseService__filters  # type: ignore[attr-defined]
+        if not filters and self._on_before is None and self._on_after is None:
+            reply = self._direct(data, context)
+            if reply is not None:
+                return reply
         try:
             if filters:
                 for _filter in reversed(filters):
@@ -186,6 +190,42 @@ class Service(HproseService):
             return reply
         except Exception as e:
             return self._doError(e, context)
+
+    def _direct(self, data: Any, context: Any) -> bytes | None:
+        """The reply to the common request, decided in one pass over its bytes: one call of
+        a published function (Normal result mode), its name and arguments small scalars
+        (``_fast_call``'s shapes), no filters and no before/after events (the caller checks
+        those).  None for anything else, before anything is executed: ``_handle``'s general
+        path then answers, with the same bytes it would have given."""
+        try:
+            if data[0] != 0x43 or data[-1] != 0x7A:  # C ... z
+                return None
+        except (IndexError, TypeError):
+            return None
+        call = _fast_call(data, 1)
+        if call is None or call[3] != b"z":  # a batch: the general path
+            return None
+        name, args, byref, _, _ = call
+        entry = self._entries.get(name.lower())
+        if entry is None or entry.missing or entry.mode != _NORMAL:
+            return None
+        try:
+            if entry.context_at == len(args):
+                result = entry.function(*args, context)
+            else:
+                result = entry.function(*args)
+            if not byref and type(result) is str and len(result) > 1 and result.isascii():
+                return b'Rs%d"%s"z' % (len(result), result.encode())  # = codec.string_bytes
+            simple = entry.simple
+            if simple is None:
+                simple = self.simple
+            if byref:
+                return b"R" + codec.dumps(result, simple) + b"A" + codec.dumps(args, simple) \
+                    + b"z"
+            return b"R" + codec.dumps(result, simple) + b"z"
+        except Exception as e:
+            self._fireErrorEvent(e, context)
+            return b"E" + codec.string_bytes(compat.error_message(e, self.debug)) + b"z"
 
     def _doInvoke(self, data: Any, context: Any) -> bytes:  # noqa: N802
         """Every call of a request, answered in order: the reply before the output filters.
