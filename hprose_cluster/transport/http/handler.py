@@ -149,12 +149,12 @@ class RequestHandler:
             self.send_error(*refused.refusal)
             self._linger()
             return
-        if not self.serving.request_started(self.conn):
+        if not self.serving.begin_here(self.conn):
             return  # stopping: close without a reply; the request was not executed
         try:
             self._serve_request()
         finally:
-            self.serving.request_finished(self.conn)
+            self.serving.end_here(self.conn)
 
     # --- reading --------------------------------------------------------------------------
 

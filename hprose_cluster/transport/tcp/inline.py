@@ -177,7 +177,8 @@ class InlineRunner:
                             if context is None:
                                 from .protocol import TcpContext
                                 context = TcpContext(protocol.server, conn.peer, None)
-                            if not protocol.answer(conn, state, frame.body, -1, context):
+                            if not protocol.answer(conn, state, frame.body, -1, context,
+                                                   here=False):
                                 state.failure = framing.ConnectionClosed("answered",
                                                                          clean=True)
                                 return

@@ -236,19 +236,20 @@ class TcpProtocol(ConnectionHandler):
     # --- answering here -------------------------------------------------------------------
 
     def answer(self, conn: Connection, state: TcpConnectionState, body: bytes,
-               request_id: int, context: TcpContext) -> bool:
+               request_id: int, context: TcpContext, here: bool = True) -> bool:
         """Execute one request on this thread and write its reply; False when the
         connection is finished.  ``request_id`` -1: half duplex, answered with ``context``
         (the connection's); else a full-duplex request executed inline (its own context),
         watched by ``inline.py`` so that a slow one gets a helper reading meanwhile.
+        ``here``: this is the connection's own thread (not a helper).
 
         A request counts as in flight from its execution until its reply is written, so
         stop() never closes a connection between the two.  This is the hot path of a
-        small call: one function for both modes, no lock taken but the lifecycle's count.
+        small call: one function for both modes, and on the connection's thread no lock.
         """
         server = self.server
         serving = server._serving
-        if not serving.request_started(conn):
+        if not (serving.begin_here(conn) if here else serving.request_started(conn)):
             return False
         try:
             if request_id < 0:
@@ -290,7 +291,10 @@ class TcpProtocol(ConnectionHandler):
                 sent = count == len(frame) or self.send(
                     conn, memoryview(frame)[count:])  # type: ignore[arg-type]
         finally:
-            serving.request_finished(conn)
+            if here:
+                serving.end_here(conn)
+            else:
+                serving.request_finished(conn)
         if request_id >= 0 and state.failure is not None:
             return self._helper_failed(state)
         return sent
