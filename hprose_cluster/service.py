@@ -45,10 +45,11 @@ from typing import Any, Callable, NamedTuple
 
 from hprose.common import HproseException, HproseResultMode
 from hprose.httpserver import HproseHttpService
-from hprose.io import HproseReader, _readint
+from hprose.io import HproseReader
 from hprose.server import HproseService
 
 from . import codec, compat
+from .calls import fast_call, read_call
 
 __all__ = ["Service", "HttpService"]
 
@@ -202,7 +203,7 @@ class Service(HproseService):
                 return None
         except (IndexError, TypeError):
             return None
-        call = _fast_call(data, 1)
+        call = fast_call(data, 1)
         if call is None or call[3] != b"z":  # a batch: the general path
             return None
         name, args, byref, _, _ = call
@@ -243,7 +244,7 @@ class Service(HproseService):
         stream: BytesIO | None = None
         reader: HproseReader | None = None
         while True:
-            call = _fast_call(data, pos)
+            call = fast_call(data, pos)
             if call is None:
                 if stream is None or reader is None:
                     stream = BytesIO(data)
@@ -251,7 +252,7 @@ class Service(HproseService):
                 else:
                     reader.reset()  # references and classes count from each call's arguments
                 stream.seek(pos)
-                call = _read_call(stream, reader)
+                call = read_call(stream, reader)
             name, args, byref, tag, pos = call
             part = self._answer(name, args, byref, context)
             if tag == b"z" and not parts:  # one call: the common case
@@ -310,103 +311,6 @@ class _Whole(bytes):
     without its final ``z`` (the batch ends with one)."""
 
 
-_Parsed = tuple  # (name, args, byref, tag after the call, position after that tag)
-
-
-def _fast_call(data: bytes, pos: int) -> _Parsed | None:
-    """One call read straight from the bytes when it is the common shape: an ASCII ``s``
-    name and arguments that are all small scalars (digits, ``i``/``l`` integers, ASCII
-    strings, ``n``/``e``/``t``/``f``).  None otherwise: the general reader takes over."""
-    try:
-        if data[pos] != 0x73:  # s
-            return None
-        quote = data.index(b'"', pos + 1)
-        end = quote + 1 + int(data[pos + 1:quote])
-        raw = data[quote + 1:end]
-        if not raw.isascii() or len(raw) != end - quote - 1 or data[end] != 0x22:
-            return None
-        name = raw.decode("ascii")
-        pos = end + 1
-        tag = data[pos]
-        args: list = []
-        byref = False
-        if tag == 0x61:  # a
-            brace = data.index(b"{", pos + 1)
-            count = int(data[pos + 1:brace]) if brace > pos + 1 else 0
-            pos = brace + 1
-            for _ in range(count):
-                t = data[pos]
-                if 0x30 <= t <= 0x39:
-                    args.append(t - 0x30)
-                    pos += 1
-                elif t == 0x73:  # s
-                    quote = data.index(b'"', pos + 1)
-                    end = quote + 1 + int(data[pos + 1:quote])
-                    raw = data[quote + 1:end]
-                    if not raw.isascii() or len(raw) != end - quote - 1 or data[end] != 0x22:
-                        return None
-                    args.append(raw.decode("ascii"))
-                    pos = end + 1
-                elif t == 0x69 or t == 0x6C:  # i, l
-                    semicolon = data.index(b";", pos + 1)
-                    args.append(int(data[pos + 1:semicolon]))
-                    pos = semicolon + 1
-                elif t in _FAST_CONSTANTS:
-                    args.append(_FAST_CONSTANTS[t])
-                    pos += 1
-                elif t == 0x75 and data[pos + 1] < 0x80:  # u, one ASCII character
-                    args.append(chr(data[pos + 1]))
-                    pos += 2
-                else:
-                    return None
-            if data[pos] != 0x7D:  # }
-                return None
-            pos += 1
-            tag = data[pos]
-            if tag == 0x74:  # t
-                byref = True
-                pos += 1
-                tag = data[pos]
-        if tag != 0x7A and tag != 0x43:  # z, C
-            return None
-        return name, args, byref, b"z" if tag == 0x7A else b"C", pos + 1
-    except (ValueError, IndexError):
-        return None
-
-
-_FAST_CONSTANTS = {0x6E: None, 0x65: "", 0x74: True, 0x66: False}
-
-
-def _read_call(stream: BytesIO, reader: HproseReader) -> _Parsed:
-    """The general reader of one call (after its ``C``), with 1.4.3's reader and errors."""
-    read = stream.read
-    tag = read(1)
-    if tag == b"s":
-        name = codec.read_string(stream)
-    else:  # u, e, n or a reference: hprose's simple reader, as 1.4.3 reads names
-        stream.seek(-1, 1)
-        name = HproseReader(stream, True).readString()
-    tag = read(1)
-    args: list = []
-    byref = False
-    if tag == b"a":
-        reader.refer.set(args)
-        for _ in range(_readint(stream, b"{")):
-            args.append(codec.read_value(reader))
-        read(1)
-        tag = read(1)
-        if tag == b"t":
-            byref = True
-            tag = read(1)
-            if tag != b"z" and tag != b"C":
-                reader.unexpectedTag(tag, b"zC")
-        elif tag != b"z" and tag != b"C":
-            reader.unexpectedTag(tag, b"tzC")
-    elif tag != b"z" and tag != b"C":
-        reader.unexpectedTag(tag, b"azC")
-    return name, args, byref, tag, stream.tell()
-
-
 def _text(data: Any) -> str:
     if isinstance(data, (bytes, bytearray)):
         return bytes(data).decode("utf-8", "replace")
@@ -416,3 +320,26 @@ def _text(data: Any) -> str:
 class HttpService(Service, HproseHttpService):
     """``hprose.HproseHttpService`` (GET function list, cross-domain files, P3P, CORS,
     ``onSendHeader``) with ``Service``'s dispatch."""
+
+    def _posts_plainly(self) -> bool:
+        """Whether ``handle`` answers a POST with ``_handle``'s reply and a
+        ``Content-Type: text/plain`` header, nothing else: no policy file, P3P, CORS or
+        ``onSendHeader``, and 1.4.3's ``handle`` and ``_header`` (not a subclass's).  The
+        HTTP server then answers without building what ``handle`` returns."""
+        return (self._clientAccessPolicyXmlContent is None  # type: ignore[attr-defined]
+                and self._crossDomainXmlContent is None  # type: ignore[attr-defined]
+                and not self.p3p and not self.crossDomain  # type: ignore[attr-defined]
+                and self.onSendHeader is None  # type: ignore[attr-defined]
+                and _plain_handle(type(self)))
+
+
+_PLAIN: dict[type, bool] = {}
+
+
+def _plain_handle(cls: type) -> bool:
+    """``cls`` keeps hprose 1.4.3's ``handle`` and ``_header`` (worked out once per class)."""
+    plain = _PLAIN.get(cls)
+    if plain is None:
+        plain = _PLAIN[cls] = (getattr(cls, "handle", None) is HproseHttpService.handle
+                               and getattr(cls, "_header", None) is HproseHttpService._header)
+    return plain
