@@ -91,6 +91,7 @@ def read_call(stream: BytesIO, reader: HproseReader) -> _Parsed:
     else:  # u, e, n or a reference: hprose's simple reader, as 1.4.3 reads names
         stream.seek(-1, 1)
         name = HproseReader(stream, True).readString()
+        name.lower()  # where 1.4.3 fails on a null name (n), before reading any argument
     tag = read(1)
     args: list = []
     byref = False

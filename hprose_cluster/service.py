@@ -194,19 +194,51 @@ class Service(HproseService):
 
     def _direct(self, data: Any, context: Any) -> bytes | None:
         """The reply to the common request, decided in one pass over its bytes: one call of
-        a published function (Normal result mode), its name and arguments small scalars
-        (``_fast_call``'s shapes), no filters and no before/after events (the caller checks
-        those).  None for anything else, before anything is executed: ``_handle``'s general
-        path then answers, with the same bytes it would have given."""
+        a published function (Normal result mode), its name ASCII and its arguments small
+        scalars (``calls.fast_call``'s shapes), no filters and no before/after events (the
+        caller checks those).  None for anything else, before anything is executed:
+        ``_handle``'s general path then answers, with the same bytes it would have given.
+
+        One function, the name and a lone argument read inline: on a small call the
+        dispatch's cost is mostly how much code and memory it touches."""
         try:
-            if data[0] != 0x43 or data[-1] != 0x7A:  # C ... z
+            if data[0] != 0x43 or data[1] != 0x73 or data[-1] != 0x7A:  # Cs ... z
                 return None
-        except (IndexError, TypeError):
+            quote = data.index(34, 2)  # "
+            end = quote + 1 + int(data[2:quote])
+            if data[end] != 0x22:
+                return None
+            name = data[quote + 1:end].decode("ascii")
+            tag = data[end + 1]
+            args: list | None = None
+            if tag == 0x7A:  # z: no arguments
+                if end + 2 != len(data):
+                    return None
+                args = []
+            elif tag == 0x61 and data[end + 2:end + 4] == b"1{" and data[-2] == 0x7D:
+                t = data[end + 4]  # a lone argument: a1{<it>}z
+                if t == 0x75 and end + 8 == len(data) and data[end + 5] < 0x80:  # u
+                    args = [chr(data[end + 5])]
+                elif t == 0x73 and data[-3] == 0x22:  # s
+                    quote = data.index(34, end + 5)
+                    if quote + 1 + int(data[end + 5:quote]) != len(data) - 3:
+                        return None
+                    args = [data[quote + 1:-3].decode("ascii")]
+        except (ValueError, IndexError, TypeError):
             return None
+        if args is None:
+            return self._direct_call(data, context)
+        return self._answer_direct(name, args, False, context)
+
+    def _direct_call(self, data: bytes, context: Any) -> bytes | None:
+        """``_direct`` for the other argument lists ``calls.fast_call`` reads."""
         call = fast_call(data, 1)
-        if call is None or call[3] != b"z":  # a batch: the general path
+        if call is None or call[3] != b"z" or call[4] != len(data):  # a batch, or more
             return None
-        name, args, byref, _, _ = call
+        return self._answer_direct(call[0], call[1], call[2], context)
+
+    def _answer_direct(self, name: str, args: list, byref: bool, context: Any
+                       ) -> bytes | None:
         entry = self._entries.get(name.lower())
         if entry is None or entry.missing or entry.mode != _NORMAL:
             return None

@@ -103,6 +103,18 @@ def test_the_direct_answer_is_the_general_one(name: str, args: list, byref: bool
     assert ran == expected
 
 
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(names, st.lists(scalars, max_size=1), st.integers(0, 40), st.binary(min_size=1, max_size=3))
+def test_a_damaged_request_is_answered_as_the_general_path_answers_it(
+        name: str, args: list, cut: int, junk: bytes) -> None:
+    DIRECT.debug = GENERAL.debug = False
+    request = encode_request(name, args, False, False)
+    damaged = request[:cut] + junk + request[cut + len(junk):]
+    got, ran = answer(DIRECT, damaged)
+    want, expected = answer(GENERAL, damaged)
+    assert (got, ran) == (want, expected)
+
+
 @pytest.mark.parametrize("request_bytes, reply", [
     (b'Cs5"hello"a1{uw}z', b'Rs7"Hello w"z'),
     (b'Cs5"hello"a1{s5"world"}z', b'Rs11"Hello world"z'),
@@ -127,6 +139,9 @@ def test_common_requests_are_answered_in_one_pass(request_bytes: bytes, reply: b
     b'Cs6"nosuch"a{}z',  # not published: the general path's error
     b'Cs5"hello"a1{d1.5;}z',  # not a small scalar
     b'Cs1"\xc3\xa9"a{}z',  # not an ASCII name
+    b'Cs5"hello"a1{s5"wor"}z',  # a string shorter than it says
+    b'Cs5"hello"a1{s1"\xc3\xa9"}z',  # not an ASCII argument
+    b'Cs5"hello"a1{uw}zz',  # more after the call
     b"z",  # the function list
     b'Cs5"hello"a1{uw}',  # damaged
     b"",
