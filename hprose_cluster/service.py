@@ -226,19 +226,12 @@ class Service(HproseService):
                     args = [data[quote + 1:-3].decode("ascii")]
         except (ValueError, IndexError, TypeError):
             return None
-        if args is None:
-            return self._direct_call(data, context)
-        return self._answer_direct(name, args, False, context)
-
-    def _direct_call(self, data: bytes, context: Any) -> bytes | None:
-        """``_direct`` for the other argument lists ``calls.fast_call`` reads."""
-        call = fast_call(data, 1)
-        if call is None or call[3] != b"z" or call[4] != len(data):  # a batch, or more
-            return None
-        return self._answer_direct(call[0], call[1], call[2], context)
-
-    def _answer_direct(self, name: str, args: list, byref: bool, context: Any
-                       ) -> bytes | None:
+        byref = False
+        if args is None:  # other arguments: calls.fast_call's shapes
+            call = fast_call(data, 1)
+            if call is None or call[3] != b"z" or call[4] != len(data):  # a batch, or more
+                return None
+            name, args, byref = call[0], call[1], call[2]
         entry = self._entries.get(name.lower())
         if entry is None or entry.missing or entry.mode != _NORMAL:
             return None
