@@ -43,6 +43,8 @@ __all__ = ["TcpContext", "TcpConnectionState", "TcpProtocol"]
 _clock = time.monotonic
 _new = object.__new__
 _pack_word = struct.Struct(">I").pack
+_pack_full = struct.Struct(">II").pack  # a full-duplex frame's head: length | FULL, id
+_unpack_word = struct.Struct(">I").unpack_from  # (data, offset) -> (word,)
 _word_from = int.from_bytes
 _DONTWAIT = socket.MSG_DONTWAIT
 _FULL = framing.FULL_DUPLEX_BIT
@@ -167,7 +169,7 @@ class TcpProtocol(ConnectionHandler):
                     data = recv(_RECV_CHUNK)
                     size = len(data)
                     if size > 4:
-                        word = _word_from(data[:4], "big")
+                        word = _unpack_word(data)[0]
                         if word + 4 == size and word <= max_frame:
                             if not answer(conn, state, data[4:], -1, context):
                                 return
@@ -179,10 +181,10 @@ class TcpProtocol(ConnectionHandler):
                                 if state.outstanding:
                                     state.concurrent_until = _clock() + CONCURRENT_WINDOW
                                 done = not self.dispatch(conn, state, framing.Frame(
-                                    data[8:], _word_from(data[4:8], "big")))
+                                    data[8:], _unpack_word(data, 4)[0]))
                             else:
                                 done = not answer(conn, state, data[8:],
-                                                  _word_from(data[4:8], "big"), context)
+                                                  _unpack_word(data, 4)[0], context)
                                 if state.fed:  # a helper read meanwhile
                                     state.fed = False
                                     empty = not decoder.buffered
@@ -276,7 +278,7 @@ class TcpProtocol(ConnectionHandler):
                 length = len(reply)
                 if length > _MASK:
                     raise ValueError("hprose frame body too large: %d bytes" % length)
-                frame = (((length | _FULL) << 32) | request_id).to_bytes(8, "big") + reply
+                frame = _pack_full(length | _FULL, request_id) + reply
             io = state.io
             if state.outstanding or state.helped or type(io) is streams.SslIo:
                 sent = self.send(conn, frame)  # other writers: under the send lock
