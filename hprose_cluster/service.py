@@ -119,6 +119,12 @@ class Service(HproseService):
     onAfterInvoke = _event("_on_after", 5)
     onSendError = _event("_on_error", 2)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if any(getattr(cls, name) is not getattr(Service, name)
+               for name in ("_doInvoke", "_answer")) and cls._direct is Service._direct:
+            _DIRECT[cls] = False
+
     def __init__(self, *args: Any, **kwargs: Any):
         self._entries: dict[str, _Entry] = {}
         self._function_list = b"Fa{}z"
@@ -168,7 +174,8 @@ class Service(HproseService):
         """The reply to one request: input filters, the calls or the function list, output
         filters; any failure outside a call is one ``E`` reply (through ``_doError``)."""
         filters = self._HproseService__filters  # type: ignore[attr-defined]
-        if not filters and self._on_before is None and self._on_after is None:
+        if not filters and self._on_before is None and self._on_after is None \
+                and _DIRECT.get(type(self), True):
             reply = self._direct(data, context)
             if reply is not None:
                 return reply
@@ -357,6 +364,11 @@ class HttpService(Service, HproseHttpService):
                 and self.onSendHeader is None  # type: ignore[attr-defined]
                 and _plain_handle(type(self)))
 
+
+_DIRECT: dict[type, bool] = {}
+"""Classes that override ``_doInvoke`` or ``_answer`` (and not ``_direct``): their requests
+take the general path, so what they override sees every call (``Service.__init_subclass__``
+fills it in)."""
 
 _PLAIN: dict[type, bool] = {}
 

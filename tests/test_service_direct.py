@@ -181,3 +181,16 @@ def test_a_failure_fires_on_send_error_once() -> None:
     service.onSendError = lambda e, context: errors.append((str(e), context))
     assert service._handle(b'Cs4"fail"a1{1}z', "ctx") == b'Es9"boom (1,)"z'
     assert errors == [("boom (1,)", "ctx")]
+
+
+def test_a_subclass_answering_calls_itself_sees_every_call() -> None:
+    seen: list = []
+
+    class Counting(Service):
+        def _answer(self, name: str, args: list, byref: bool, context: Any) -> bytes:
+            seen.append(name)
+            return super()._answer(name, args, byref, context)
+
+    service = publish(Counting())
+    assert service._handle(b'Cs5"hello"a1{uw}z', None) == b'Rs7"Hello w"z'
+    assert seen == ["hello"]
