@@ -45,10 +45,11 @@ from typing import Any, Callable, NamedTuple
 
 from hprose.common import HproseException, HproseResultMode
 from hprose.httpserver import HproseHttpService
-from hprose.io import HproseReader, _readint
+from hprose.io import HproseReader
 from hprose.server import HproseService
 
 from . import codec, compat
+from .calls import fast_call, read_call
 
 __all__ = ["Service", "HttpService"]
 
@@ -118,6 +119,12 @@ class Service(HproseService):
     onAfterInvoke = _event("_on_after", 5)
     onSendError = _event("_on_error", 2)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if any(getattr(cls, name) is not getattr(Service, name)
+               for name in ("_doInvoke", "_answer")) and cls._direct is Service._direct:
+            _DIRECT[cls] = False
+
     def __init__(self, *args: Any, **kwargs: Any):
         self._entries: dict[str, _Entry] = {}
         self._function_list = b"Fa{}z"
@@ -167,6 +174,11 @@ class Service(HproseService):
         """The reply to one request: input filters, the calls or the function list, output
         filters; any failure outside a call is one ``E`` reply (through ``_doError``)."""
         filters = self._HproseService__filters  # type: ignore[attr-defined]
+        if not filters and self._on_before is None and self._on_after is None \
+                and _DIRECT.get(type(self), True):
+            reply = self._direct(data, context)
+            if reply is not None:
+                return reply
         try:
             if filters:
                 for _filter in reversed(filters):
@@ -187,6 +199,67 @@ class Service(HproseService):
         except Exception as e:
             return self._doError(e, context)
 
+    def _direct(self, data: Any, context: Any) -> bytes | None:
+        """The reply to the common request, decided in one pass over its bytes: one call of
+        a published function (Normal result mode), its name ASCII and its arguments small
+        scalars (``calls.fast_call``'s shapes), no filters and no before/after events (the
+        caller checks those).  None for anything else, before anything is executed:
+        ``_handle``'s general path then answers, with the same bytes it would have given.
+
+        One function, the name and a lone argument read inline: on a small call the
+        dispatch's cost is mostly how much code and memory it touches."""
+        try:
+            if data[0] != 0x43 or data[1] != 0x73 or data[-1] != 0x7A:  # Cs ... z
+                return None
+            quote = data.index(34, 2)  # "
+            end = quote + 1 + int(data[2:quote])
+            if data[end] != 0x22:
+                return None
+            name = data[quote + 1:end].decode("ascii")
+            tag = data[end + 1]
+            args: list | None = None
+            if tag == 0x7A:  # z: no arguments
+                if end + 2 != len(data):
+                    return None
+                args = []
+            elif tag == 0x61 and data[end + 2:end + 4] == b"1{" and data[-2] == 0x7D:
+                t = data[end + 4]  # a lone argument: a1{<it>}z
+                if t == 0x75 and end + 8 == len(data) and data[end + 5] < 0x80:  # u
+                    args = [chr(data[end + 5])]
+                elif t == 0x73 and data[-3] == 0x22:  # s
+                    quote = data.index(34, end + 5)
+                    if quote + 1 + int(data[end + 5:quote]) != len(data) - 3:
+                        return None
+                    args = [data[quote + 1:-3].decode("ascii")]
+        except (ValueError, IndexError, TypeError):
+            return None
+        byref = False
+        if args is None:  # other arguments: calls.fast_call's shapes
+            call = fast_call(data, 1)
+            if call is None or call[3] != b"z" or call[4] != len(data):  # a batch, or more
+                return None
+            name, args, byref = call[0], call[1], call[2]
+        entry = self._entries.get(name.lower())
+        if entry is None or entry.missing or entry.mode != _NORMAL:
+            return None
+        try:
+            if entry.context_at == len(args):
+                result = entry.function(*args, context)
+            else:
+                result = entry.function(*args)
+            if not byref and type(result) is str and len(result) > 1 and result.isascii():
+                return b'Rs%d"%s"z' % (len(result), result.encode())  # = codec.string_bytes
+            simple = entry.simple
+            if simple is None:
+                simple = self.simple
+            if byref:
+                return b"R" + codec.dumps(result, simple) + b"A" + codec.dumps(args, simple) \
+                    + b"z"
+            return b"R" + codec.dumps(result, simple) + b"z"
+        except Exception as e:
+            self._fireErrorEvent(e, context)
+            return b"E" + codec.string_bytes(compat.error_message(e, self.debug)) + b"z"
+
     def _doInvoke(self, data: Any, context: Any) -> bytes:  # noqa: N802
         """Every call of a request, answered in order: the reply before the output filters.
 
@@ -203,7 +276,7 @@ class Service(HproseService):
         stream: BytesIO | None = None
         reader: HproseReader | None = None
         while True:
-            call = _fast_call(data, pos)
+            call = fast_call(data, pos)
             if call is None:
                 if stream is None or reader is None:
                     stream = BytesIO(data)
@@ -211,7 +284,7 @@ class Service(HproseService):
                 else:
                     reader.reset()  # references and classes count from each call's arguments
                 stream.seek(pos)
-                call = _read_call(stream, reader)
+                call = read_call(stream, reader)
             name, args, byref, tag, pos = call
             part = self._answer(name, args, byref, context)
             if tag == b"z" and not parts:  # one call: the common case
@@ -270,103 +343,6 @@ class _Whole(bytes):
     without its final ``z`` (the batch ends with one)."""
 
 
-_Parsed = tuple  # (name, args, byref, tag after the call, position after that tag)
-
-
-def _fast_call(data: bytes, pos: int) -> _Parsed | None:
-    """One call read straight from the bytes when it is the common shape: an ASCII ``s``
-    name and arguments that are all small scalars (digits, ``i``/``l`` integers, ASCII
-    strings, ``n``/``e``/``t``/``f``).  None otherwise: the general reader takes over."""
-    try:
-        if data[pos] != 0x73:  # s
-            return None
-        quote = data.index(b'"', pos + 1)
-        end = quote + 1 + int(data[pos + 1:quote])
-        raw = data[quote + 1:end]
-        if not raw.isascii() or len(raw) != end - quote - 1 or data[end] != 0x22:
-            return None
-        name = raw.decode("ascii")
-        pos = end + 1
-        tag = data[pos]
-        args: list = []
-        byref = False
-        if tag == 0x61:  # a
-            brace = data.index(b"{", pos + 1)
-            count = int(data[pos + 1:brace]) if brace > pos + 1 else 0
-            pos = brace + 1
-            for _ in range(count):
-                t = data[pos]
-                if 0x30 <= t <= 0x39:
-                    args.append(t - 0x30)
-                    pos += 1
-                elif t == 0x73:  # s
-                    quote = data.index(b'"', pos + 1)
-                    end = quote + 1 + int(data[pos + 1:quote])
-                    raw = data[quote + 1:end]
-                    if not raw.isascii() or len(raw) != end - quote - 1 or data[end] != 0x22:
-                        return None
-                    args.append(raw.decode("ascii"))
-                    pos = end + 1
-                elif t == 0x69 or t == 0x6C:  # i, l
-                    semicolon = data.index(b";", pos + 1)
-                    args.append(int(data[pos + 1:semicolon]))
-                    pos = semicolon + 1
-                elif t in _FAST_CONSTANTS:
-                    args.append(_FAST_CONSTANTS[t])
-                    pos += 1
-                elif t == 0x75 and data[pos + 1] < 0x80:  # u, one ASCII character
-                    args.append(chr(data[pos + 1]))
-                    pos += 2
-                else:
-                    return None
-            if data[pos] != 0x7D:  # }
-                return None
-            pos += 1
-            tag = data[pos]
-            if tag == 0x74:  # t
-                byref = True
-                pos += 1
-                tag = data[pos]
-        if tag != 0x7A and tag != 0x43:  # z, C
-            return None
-        return name, args, byref, b"z" if tag == 0x7A else b"C", pos + 1
-    except (ValueError, IndexError):
-        return None
-
-
-_FAST_CONSTANTS = {0x6E: None, 0x65: "", 0x74: True, 0x66: False}
-
-
-def _read_call(stream: BytesIO, reader: HproseReader) -> _Parsed:
-    """The general reader of one call (after its ``C``), with 1.4.3's reader and errors."""
-    read = stream.read
-    tag = read(1)
-    if tag == b"s":
-        name = codec.read_string(stream)
-    else:  # u, e, n or a reference: hprose's simple reader, as 1.4.3 reads names
-        stream.seek(-1, 1)
-        name = HproseReader(stream, True).readString()
-    tag = read(1)
-    args: list = []
-    byref = False
-    if tag == b"a":
-        reader.refer.set(args)
-        for _ in range(_readint(stream, b"{")):
-            args.append(codec.read_value(reader))
-        read(1)
-        tag = read(1)
-        if tag == b"t":
-            byref = True
-            tag = read(1)
-            if tag != b"z" and tag != b"C":
-                reader.unexpectedTag(tag, b"zC")
-        elif tag != b"z" and tag != b"C":
-            reader.unexpectedTag(tag, b"tzC")
-    elif tag != b"z" and tag != b"C":
-        reader.unexpectedTag(tag, b"azC")
-    return name, args, byref, tag, stream.tell()
-
-
 def _text(data: Any) -> str:
     if isinstance(data, (bytes, bytearray)):
         return bytes(data).decode("utf-8", "replace")
@@ -376,3 +352,31 @@ def _text(data: Any) -> str:
 class HttpService(Service, HproseHttpService):
     """``hprose.HproseHttpService`` (GET function list, cross-domain files, P3P, CORS,
     ``onSendHeader``) with ``Service``'s dispatch."""
+
+    def _posts_plainly(self) -> bool:
+        """Whether ``handle`` answers a POST with ``_handle``'s reply and a
+        ``Content-Type: text/plain`` header, nothing else: no policy file, P3P, CORS or
+        ``onSendHeader``, and 1.4.3's ``handle`` and ``_header`` (not a subclass's).  The
+        HTTP server then answers without building what ``handle`` returns."""
+        return (self._clientAccessPolicyXmlContent is None  # type: ignore[attr-defined]
+                and self._crossDomainXmlContent is None  # type: ignore[attr-defined]
+                and not self.p3p and not self.crossDomain  # type: ignore[attr-defined]
+                and self.onSendHeader is None  # type: ignore[attr-defined]
+                and _plain_handle(type(self)))
+
+
+_DIRECT: dict[type, bool] = {}
+"""Classes that override ``_doInvoke`` or ``_answer`` (and not ``_direct``): their requests
+take the general path, so what they override sees every call (``Service.__init_subclass__``
+fills it in)."""
+
+_PLAIN: dict[type, bool] = {}
+
+
+def _plain_handle(cls: type) -> bool:
+    """``cls`` keeps hprose 1.4.3's ``handle`` and ``_header`` (worked out once per class)."""
+    plain = _PLAIN.get(cls)
+    if plain is None:
+        plain = _PLAIN[cls] = (getattr(cls, "handle", None) is HproseHttpService.handle
+                               and getattr(cls, "_header", None) is HproseHttpService._header)
+    return plain

@@ -7,8 +7,10 @@ A transport plugs a ``ProtocolHandler`` into ``Serving``; it only speaks its pro
   TLS, handshaken) blocking socket in ``conn.sock``; it returns when the connection is done
   (the lifecycle then closes the socket).  Around each request it calls
   ``serving.request_started(conn)`` -- False means "stopping: drop this request unexecuted
-  and return" -- and ``serving.request_finished(conn)`` once the reply is written.  Between
-  requests, ``serving.keep_open(conn)`` says whether to wait for another one.
+  and return" -- and ``serving.request_finished(conn)`` once the reply is written; or, for a
+  request executed on the connection's own thread, ``begin_here``/``end_here``, the same
+  without a lock.  Between requests, ``serving.keep_open(conn)`` says whether to wait for
+  another one.
 * ``quiesce(conn)``: the drain delay is over and the server no longer accepts; end this
   connection at its next request boundary.  (Default: shut it down now if no request is in
   flight on it.)
@@ -42,13 +44,17 @@ class State(enum.Enum):
 class Connection:
     """One accepted connection, as the lifecycle tracks it.
 
-    ``busy`` counts the requests in flight on it, ``served`` those answered; ``shut`` is set
-    once the lifecycle shut it down (a request read after that must not be executed: its reply
-    could not be sent, and the client must be able to trust that it did not run).
-    ``protocol`` is free for the handler's per-connection state.
+    ``busy`` counts the requests in flight on it that were counted under the lifecycle's lock
+    (``request_started``), ``served`` those answered; ``here`` is True while a request is
+    executed on the connection's own thread (``begin_here``: that thread alone writes it and
+    ``served_here``, without a lock); ``shut`` is set once the lifecycle shut it down (a
+    request read after that must not be executed: its reply could not be sent, and the
+    client must be able to trust that it did not run).  ``protocol`` is free for the
+    handler's per-connection state.
     """
 
-    __slots__ = ("sock", "peer", "thread", "busy", "served", "shut", "protocol")
+    __slots__ = ("sock", "peer", "thread", "busy", "served", "here", "served_here", "shut",
+                 "protocol")
 
     def __init__(self, sock: socket.socket, peer: Any):
         self.sock = sock
@@ -56,12 +62,20 @@ class Connection:
         self.thread: threading.Thread | None = None
         self.busy = 0
         self.served = 0
+        self.here = False
+        self.served_here = 0
         self.shut = False
         self.protocol: Any = None
 
+    @property
+    def in_flight(self) -> bool:
+        """A request of this connection is being executed."""
+        return bool(self.busy or self.here)
+
     def __repr__(self) -> str:
         return "<Connection %s busy=%d served=%d%s>" % (
-            _peer_name(self.peer), self.busy, self.served, " shut" if self.shut else "")
+            _peer_name(self.peer), self.busy + self.here, self.served + self.served_here,
+            " shut" if self.shut else "")
 
 
 class ProtocolHandler(Protocol):

@@ -3,8 +3,8 @@
 ``Serving`` owns what every server does the same way: open the listening socket, accept in a
 loop (``accept.py``), give each connection its own daemon thread (and the TLS handshake, when
 there is an ``ssl_context``), an optional pool of worker threads, SIGTERM/SIGINT handling
-(``signals.py``), the count of requests in flight, and a graceful stop that drains them.  Its
-state is one ``State``.
+(``signals.py``), the count of requests in flight (``inflight.py``), and a graceful stop
+that drains them.  Its state is one ``State``.
 
 A transport plugs in a ``ProtocolHandler`` (``connection.py``), which only speaks its
 protocol.  Servers use it through ``ServerBase`` (``server_base.py``), which gives them the
@@ -34,11 +34,11 @@ import time
 from typing import Any, Callable
 
 from .accept import Acceptor
+from .inflight import InFlight
 from .connection import (Connection, ConnectionHandler, ProtocolHandler, State, _local,
                          _peer_name, current_connection)
 from .listen import open_listener
 from .signals import stop_signals
-from .streams import shutdown_socket
 from .workers import WorkerPool
 
 __all__ = ["State", "Connection", "ProtocolHandler", "ConnectionHandler", "Serving",
@@ -52,7 +52,7 @@ def _noop() -> None:
     pass
 
 
-class Serving:
+class Serving(InFlight):
     """Listen, accept, serve and drain for one server; see the module docstring.
 
     ``kind`` names threads (``hprose-cluster-<kind>-conn-N``) and log lines; ``log`` is the
@@ -85,11 +85,7 @@ class Serving:
         self._open_socket = open_socket or (lambda: open_listener(self.host, self.port,
                                                                   self.family))
         self.address: Any = None  # (host, port) of the bound socket once listening
-        self._state = State.NEW
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._connections: set[Connection] = set()
-        self._in_flight = 0
+        super().__init__()
         self._acceptor: Acceptor | None = None  # the listener, from listen() to stop()
         self._pool: WorkerPool | None = None
         self._start_failed = False  # on_listening raised: nothing to serve while stopping
@@ -97,67 +93,6 @@ class Serving:
         self._signalled: int | None = None
         self._sequence = itertools.count(1)
         self.name = "%s:%s" % (host, port)  # the URL once known (set by the server)
-
-    # --- read-only views ------------------------------------------------------------------
-
-    @property
-    def state(self) -> State:
-        return self._state
-
-    @property
-    def stopping(self) -> bool:
-        """True once the drain delay is over and the server no longer accepts: handlers close
-        connections after their reply.  (While ``DRAINING`` they serve as usual.)"""
-        return self._state is State.STOPPING or self._state is State.STOPPED
-
-    @property
-    def in_flight(self) -> int:
-        """Requests being executed (from ``request_started`` to ``request_finished``)."""
-        return self._in_flight
-
-    def connections(self) -> list[Connection]:
-        with self._lock:
-            return list(self._connections)
-
-    # --- what protocol handlers call ------------------------------------------------------
-
-    def request_started(self, conn: Connection) -> bool:
-        """A complete request arrived on ``conn``; False means drop it unexecuted (``conn``
-        was shut down by stop(), so no reply could be sent)."""
-        with self._lock:
-            if conn.shut:
-                return False
-            conn.busy += 1
-            self._in_flight += 1
-            return True
-
-    def request_finished(self, conn: Connection) -> None:
-        """The request's reply is written (or failed to be); pairs with ``request_started``."""
-        with self._lock:
-            conn.busy -= 1
-            conn.served += 1
-            self._in_flight -= 1
-            if self._state is State.STOPPING:
-                self._changed.notify_all()
-
-    def keep_open(self, conn: Connection) -> bool:
-        """Whether ``conn`` may wait for another request: not once it was shut down, nor,
-        while stopping, once it has answered a request (a new connection may still bring its
-        first request until stop() shuts it)."""
-        return not conn.shut and not (conn.served and self.stopping)
-
-    def shut(self, conn: Connection) -> None:
-        """Shut ``conn`` down (the thread blocked on it wakes; its owner closes it)."""
-        with self._lock:
-            conn.shut = True
-        shutdown_socket(conn.sock)
-
-    def shut_if_idle(self, conn: Connection) -> None:
-        with self._lock:
-            if conn.busy:
-                return
-            conn.shut = True
-        shutdown_socket(conn.sock)
 
     def submit(self, conn: Connection, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(*args)`` on a worker thread, as part of serving ``conn``."""
@@ -368,21 +303,21 @@ class Serving:
         for conn in self.connections():
             self.handler.quiesce(conn)
         mine = current_connection()
-        own = 1 if mine is not None and mine.busy else 0  # stop() called by a service function
+        own = 1 if mine is not None and mine.in_flight else 0  # stop() called by a function
         with self._lock:
-            while self._in_flight > own:
+            while self._in_flight + self._here_count() > own:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self.log.warning("%s: %d request(s) still running after %.3gs; closing "
-                                     "their connections", self.name, self._in_flight - own,
-                                     drain_timeout)
+                                     "their connections", self.name,
+                                     self._in_flight + self._here_count() - own, drain_timeout)
                     break
                 self._changed.wait(remaining)
             connections = list(self._connections)
         for conn in connections:
             if conn is mine:  # let the function that called stop() answer
                 continue
-            if conn.busy:
+            if conn.in_flight:
                 self.handler.abandon(conn)
             self.shut(conn)
         current = threading.current_thread()

@@ -153,12 +153,12 @@ def parse_request_line(line: bytes) -> RequestLine | Refusal:
 
 # Header fields, CRLF after each: a token, a colon, optional whitespace, a value without CR,
 # LF or NUL (words with whitespace between them: no two parts of the pattern can match the
-# same character, so matching stays linear), optional whitespace.  One fullmatch checks a
-# whole block, one findall splits it.
+# same character, so matching stays linear), optional whitespace.  One findall splits a
+# block and checks it: each match starts at a line start and ends at a CRLF, and no LF is
+# elsewhere, so as many matches as lines means every line is a field line, whole.
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _VALUE = r"(?:[^\r\n\x00 \t]+(?:[ \t]+[^\r\n\x00 \t]+)*)?"
-_FIELDS_OK = re.compile(r"(?:%s:[ \t]*%s[ \t]*\r\n)*" % (_TOKEN, _VALUE))
-_FIELDS = re.compile(r"(%s):[ \t]*(%s)[ \t]*\r\n" % (_TOKEN, _VALUE))
+_FIELDS = re.compile(r"(?m)^(%s):[ \t]*(%s)[ \t]*\r\n" % (_TOKEN, _VALUE))
 
 
 def parse_fields(lines: list[bytes]) -> Headers | Refusal:
@@ -174,10 +174,11 @@ def parse_field_block(block: str, count: int) -> Headers | Refusal:
     each of its ``count`` lines."""
     if count > MAX_HEADERS:
         return Refusal(431, "Too many headers")
-    if _FIELDS_OK.fullmatch(block) is None:
+    items = _FIELDS.findall(block)
+    if len(items) != count or block.count("\n") != count:
         return Refusal(400, "Bad header line")
     headers = _new(Headers)  # without __init__'s call: the slots are set here
-    items = headers._items = _FIELDS.findall(block)
+    headers._items = items
     index = headers._index = {}
     for name, value in items:
         key = name.lower()

@@ -26,9 +26,10 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 from ..connection import Connection
-from .framing import (CHUNKED, MAX_HEADERS, MAX_LINE, Headers, Refusal, body_framing, chunk_size,
-                      environ_base, http_date, parse_field_block, parse_fields,
-                      parse_request_line, request_environ, response_head)
+from .framing import (CHUNKED, MAX_LINE, Headers, Refusal, body_framing, environ_base, http_date,
+                      parse_field_block, parse_fields, parse_request_line, request_environ,
+                      response_head)
+from .reading import CHUNK, Reads, Refused
 
 if TYPE_CHECKING:
     from .server import HttpServer
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 _log = logging.getLogger("hprose_cluster.transport.http")
 _DEBUG = logging.DEBUG
 
-_CHUNK = 64 * 1024
-_MAX_READ = 1024 * 1024
 _RESPONSES = BaseHTTPRequestHandler.responses
 # the error page http.server writes (not in its typing stubs)
 DEFAULT_ERROR_MESSAGE: str = getattr(_stdlib, "DEFAULT_ERROR_MESSAGE")
@@ -64,15 +63,12 @@ class HttpConnectionState:
         self.abandoned = False
 
 
-class _Refused(Exception):
-    """Internal: answer this status and close (``code``, ``message``, ``explain``)."""
-
-    def __init__(self, refusal: Refusal):
-        super().__init__(refusal.message)
-        self.refusal = refusal
+_CLOSE = b"Connection: close\r\n\r\n"
+_KEEP_ALIVE = b"Connection: keep-alive\r\n\r\n"
+_METHODS = frozenset(("POST", "GET", "HEAD", "OPTIONS"))
 
 
-class RequestHandler:
+class RequestHandler(Reads):
     """Serves one connection until it ends (``__init__`` runs it, as ``http.server``'s
     handlers do).  ``command``, ``path``, ``request_version`` and ``headers`` describe the
     current request; a subclass may override ``_serve_request`` (the WebSocket upgrade)."""
@@ -94,6 +90,8 @@ class RequestHandler:
         self.close_connection = True
         self._buf = b""
         self._environ: dict[str, Any] | None = None
+        self._date: str | None = None  # the Date of ``_text_head``
+        self._text_head = b""
         self._setup()
         self.handle()
 
@@ -145,38 +143,31 @@ class RequestHandler:
         try:
             if not self._read_head():
                 return  # the client closed the connection
-        except _Refused as refused:
+        except Refused as refused:
             self.send_error(*refused.refusal)
             self._linger()
             return
-        if not self.serving.request_started(self.conn):
+        if not self.serving.begin_here(self.conn):
             return  # stopping: close without a reply; the request was not executed
         try:
             self._serve_request()
         finally:
-            self.serving.request_finished(self.conn)
+            self.serving.end_here(self.conn)
 
     # --- reading --------------------------------------------------------------------------
 
-    def _more(self) -> bytes:
-        """One receive; b"" at the end of the stream."""
-        data = self.connection.recv(_CHUNK)
-        if data:
-            self._buf += data
-        return data
-
     def _read_head(self) -> bool:
         """Read and parse the request line and header fields; False when the client closed
-        the connection before a request.  Raises ``_Refused``."""
+        the connection before a request.  Raises ``Refused``."""
         buf = self._buf
         if not buf:
-            buf = self._buf = self.connection.recv(_CHUNK)
+            buf = self._buf = self.connection.recv(CHUNK)
             if not buf:
                 return False
         if buf[0] not in _REQUEST_START:
             # Not HTTP (a hprose TCP frame starts with a zero byte): answer now rather than
             # wait for the line end that never comes, so the peer learns at once.
-            raise _Refused(Refusal(400, "Not an HTTP request"))
+            raise Refused(Refusal(400, "Not an HTTP request"))
         end = buf.find(b"\r\n\r\n")
         if 0 <= end < MAX_LINE and buf.count(b"\n", 0, end) == buf.count(b"\r\n", 0, end):
             # the common case: the whole head, CRLF throughout, short lines
@@ -193,10 +184,10 @@ class RequestHandler:
             request = parse_request_line(lines[0])
             headers = parse_fields(lines[1:])
         if isinstance(request, Refusal):
-            raise _Refused(request)
+            raise Refused(request)
         self.command, self.path, self.request_version, keep_alive = request
         if isinstance(headers, Refusal):
-            raise _Refused(headers)
+            raise Refused(headers)
         self.headers = headers
         index = headers._index
         connection = index.get("connection")
@@ -208,115 +199,9 @@ class RequestHandler:
         if expect is not None and expect[0].lower() == "100-continue" \
                 and self.request_version >= "HTTP/1.1":
             if self._body_framing() is None:
-                raise _Refused(Refusal(0, ""))  # already answered
+                raise Refused(Refusal(0, ""))  # already answered
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return True
-
-    def _read_head_lines(self) -> list[bytes]:
-        """The head line by line (LF or CRLF line ends; at the end of the stream, what came),
-        with the limits; the request line is checked as soon as it is in."""
-        lines: list[bytes] = []
-        pos = 0
-        while True:
-            newline = self._buf.find(b"\n", pos)
-            if newline < 0:
-                if len(self._buf) - pos >= MAX_LINE:
-                    raise _Refused(Refusal(414, "Request-URI Too Long") if not lines else
-                                   Refusal(431, "Line too long"))
-                if self._more():
-                    continue
-                line, end = self._buf[pos:], len(self._buf)  # the stream ended: what came
-            else:
-                if newline + 1 - pos > MAX_LINE:
-                    raise _Refused(Refusal(414, "Request-URI Too Long") if not lines else
-                                   Refusal(431, "Line too long"))
-                line, end = self._buf[pos:newline], newline + 1
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-            pos = end
-            if not lines:
-                request = parse_request_line(line)
-                if isinstance(request, Refusal):
-                    raise _Refused(request)
-            elif not line:
-                break
-            lines.append(line)
-            if len(lines) > MAX_HEADERS + 1:
-                raise _Refused(Refusal(431, "Too many headers"))
-            if end == len(self._buf) and newline < 0:
-                break
-        self._buf = self._buf[pos:]
-        return lines
-
-    def _read_body(self, length: int) -> bytes | None:
-        """Read exactly ``length`` bytes, so memory follows what actually arrives; None when
-        the client went away first."""
-        buf = self._buf
-        if len(buf) >= length:
-            self._buf = buf[length:]
-            return buf[:length]
-        chunks = [buf]
-        remaining = length - len(buf)
-        self._buf = b""
-        recv = self.connection.recv
-        while remaining > 0:
-            chunk = recv(min(remaining, _MAX_READ))
-            if not chunk:
-                _log.debug("%s: body ended after %d of %d bytes", self.address_string(),
-                           length - remaining, length)
-                self.close_connection = True
-                return None
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
-
-    def _readline(self, limit: int) -> bytes:
-        """Up to ``limit`` bytes, up to and including a LF; less at the end of the stream."""
-        while True:
-            newline = self._buf.find(b"\n", 0, limit)
-            if newline >= 0:
-                line, self._buf = self._buf[:newline + 1], self._buf[newline + 1:]
-                return line
-            if len(self._buf) >= limit or not self._more():
-                line, self._buf = self._buf[:limit], self._buf[limit:]
-                return line
-
-    def _read_chunked_body(self) -> bytes | None:
-        """Read a chunked body (RFC 9112 7.1) of at most ``max_body`` bytes.  None after
-        answering 400/413, or when the client went away; the connection is then finished."""
-        chunks = []
-        total = 0
-        while True:
-            line = self._readline(1026)
-            if not line:
-                self.close_connection = True
-                return None
-            size = chunk_size(line)
-            if size is None:
-                return self._refuse(400, "Bad chunk size line")
-            if size == 0:
-                break
-            total += size
-            if total > self.server.max_body:
-                return self._refuse(413, "Payload Too Large",
-                                    "The chunked body is larger than the limit of %d bytes."
-                                    % self.server.max_body)
-            data = self._read_body(size)
-            if data is None:
-                return None
-            chunks.append(data)
-            if self._readline(3) not in (b"\r\n", b"\n"):
-                return self._refuse(400, "Chunk not followed by CRLF")
-        for _ in range(64):  # trailer fields, ignored
-            line = self._readline(8194)
-            if not line:
-                self.close_connection = True
-                return None
-            if line in (b"\r\n", b"\n"):
-                return b"".join(chunks)
-            if not line.endswith(b"\n"):
-                break
-        return self._refuse(400, "Bad or too many trailer fields")
 
     # --- one request ----------------------------------------------------------------------
 
@@ -331,7 +216,7 @@ class RequestHandler:
         return framing
 
     def _serve_request(self) -> None:
-        if self.command not in ("POST", "GET", "HEAD", "OPTIONS"):
+        if self.command not in _METHODS:
             self.send_error(501, "Unsupported method (%r)" % self.command)
             self._linger()
             return
@@ -358,17 +243,30 @@ class RequestHandler:
                 body = self._read_body(framing)
         if body is None:
             return
+        server = self.server
         try:
             base = self._environ
             if base is None:
-                base = self._environ = environ_base(self.server.address, self.client_address,
-                                                    self.server.scheme, self.server)
+                base = self._environ = environ_base(server.address, self.client_address,
+                                                    server.scheme, server)
             headers = self.headers
             content_type = headers._index.get("content-type")
             environ = request_environ(base, self.command, self.path, self.request_version,
                                       headers._items, content_type[0] if content_type else "",
                                       body)
-            status, reply_headers, parts = self.server.handle(environ)
+            if self.command == "POST" and server._posts_plainly():
+                # hprose's handle() would answer _handle's reply, text/plain, and nothing
+                # else (an exception there: an empty 200, through its ``finally: return``)
+                try:
+                    payload = server._handle(body, environ)
+                except BaseException:
+                    payload = b""
+                if type(payload) is not bytes:
+                    payload = payload.encode("utf-8") if isinstance(payload, str) \
+                        else bytes(payload)
+                self._send_text(payload)
+                return
+            status, reply_headers, parts = server.handle(environ)
             if status == "200 OK":
                 code, reason = 200, "OK"
             else:
@@ -397,6 +295,30 @@ class RequestHandler:
     def write(self, data: bytes) -> None:
         """Write raw bytes (the WebSocket upgrade's reply)."""
         self._write(data)
+
+    def _send_text(self, payload: bytes) -> None:
+        """``_send(200, "OK", [("Content-Type", "text/plain")], payload)``, the same bytes,
+        with the head's constant part made once a second (its Date)."""
+        if self.serving.stopping:
+            self.close_connection = True
+        date = http_date()
+        if date is not self._date:
+            self._date = date
+            self._text_head = response_head(
+                self.protocol_version, 200, "OK", (("Content-Type", "text/plain"),), 0,
+                close=False, keep_alive_10=False, server=self.server_version,
+                date=date)[:-5]  # up to "Content-Length: " (without "0\r\n\r\n")
+        head = self._text_head + b"%d\r\n" % len(payload) + (
+            _CLOSE if self.close_connection else
+            _KEEP_ALIVE if self.request_version == "HTTP/1.0" else b"\r\n")
+        with self.state.write_lock:
+            if self.state.abandoned:
+                self.close_connection = True
+                return
+            self.connection.sendall(head if self.command == "HEAD" else head + payload)
+        if _log.isEnabledFor(_DEBUG):
+            self.log_message('"%s %s %s" %s %s', self.command, self.path, self.request_version,
+                             200, len(payload))
 
     def _send(self, code: int, reason: str, headers: list[tuple[str, str]],
               payload: bytes) -> None:
@@ -456,7 +378,7 @@ class RequestHandler:
             deadline = time.monotonic() + 1.0
             discarded = 0
             while discarded < 4 * 1024 * 1024 and time.monotonic() < deadline:
-                data = self.connection.recv(_CHUNK)
+                data = self.connection.recv(CHUNK)
                 if not data:
                     break
                 discarded += len(data)

@@ -51,7 +51,7 @@ class _HttpProtocol(ConnectionHandler):
         if state is None or not state.write_lock.acquire(blocking=False):
             return
         try:
-            if conn.busy and not state.abandoned:
+            if conn.in_flight and not state.abandoned:
                 state.abandoned = True
                 conn.sock.settimeout(0.5)
                 conn.sock.sendall(ABANDONED_REPLY)

@@ -4,19 +4,26 @@ requests behind them.
 Handing a request to a worker costs two thread crossings (and their system calls) per call;
 with one calling thread on the other side that is most of what full duplex costs over half
 duplex.  So a full-duplex request that finds nothing else of its connection running or
-waiting is executed right on the connection's thread.  But then nobody reads that connection
-while it runs, and a slow request would hold up the calls pipelined behind it, which full
-duplex exists to avoid.  So one watchdog thread per server looks, every ``TICK``, at the
-requests running inline; for one that has run a whole tick it starts a *helper* on the
-worker pool, which reads the connection meanwhile and hands what comes to the workers (a
-half-duplex frame it answers itself, in order).  When the inline request ends, reading goes
-back to the connection's thread.  A slow request thus delays the ones behind it by at most
-about a tick; a fast one costs a set insertion and a clock reading.
+waiting is executed right on the connection's thread (``TcpProtocol.answer``).  But then
+nobody reads that connection while it runs, and a slow request would hold up the calls
+pipelined behind it, which full duplex exists to avoid.  So one watchdog thread per server
+looks, every ``TICK``, at the connections that execute requests inline; for a request that
+has run a whole tick it starts a *helper* on the worker pool, which reads the connection
+meanwhile and hands what comes to the workers (a half-duplex frame it answers itself, in
+order).  When the inline request ends, reading goes back to the connection's thread.  A slow
+request thus delays the ones behind it by at most about a tick.
 
-The helper and the connection's thread never read at the same time: the helper reads only
-under the connection's ``read_lock`` and only while ``inline_since`` is set, and the
-connection's thread clears it under that lock before reading again.  The watchdog runs only
-while inline requests come (it ends after ``IDLE`` seconds without one, and with the server).
+What a fast request costs is two stores and a clock reading, no lock: the connection's
+thread sets ``inline_since`` before executing and clears it after; only when a helper is
+reading (``helped``) does it then wait for that read to end (``read_lock``).  The helper
+reads only under ``read_lock`` and only while ``inline_since`` is set, so the two never read
+at the same time.  A connection is put in the watchdog's set by its first inline request
+(``watch``), and taken out after ``IDLE`` seconds in which the watchdog never saw one running
+(the next one puts it back) or when it ends; the watchdog ends when its set is empty, and
+with the server.  Taking a connection out and its thread starting a request can cross: the
+watchdog clears ``watched`` and then looks at ``inline_since``, the connection's thread sets
+``inline_since`` and then looks at ``watched``; at least one of them sees the other's store
+(every step is one bytecode under the GIL), and the connection stays watched.
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ import time
 from typing import TYPE_CHECKING
 
 from .. import framing, streams
-from ..connection import Connection
 
 if TYPE_CHECKING:
     from .protocol import TcpConnectionState, TcpProtocol
@@ -42,56 +48,41 @@ TICK = 0.005
 connection in its place."""
 
 IDLE = 1.0
-"""The watchdog ends after this long without a request running inline."""
+"""A connection leaves the watchdog's set after this long without a request seen running
+inline; the watchdog ends when no connection is left."""
 
+_IDLE_TICKS = int(IDLE / TICK)
 _clock = time.monotonic
 _POLL_INPUT = select.POLLIN | select.POLLERR | select.POLLHUP
 
 
 class InlineRunner:
-    """The inline execution of full-duplex requests for one server (see the module)."""
+    """The watchdog over one server's inline full-duplex requests (see the module)."""
 
     def __init__(self, kind: str):
         self.kind = kind  # for the watchdog's thread name
         self.protocol: TcpProtocol  # set by the protocol's owner
-        self._running: set[TcpConnectionState] = set()
+        self._watched: set[TcpConnectionState] = set()
         self._lock = threading.Lock()
         self._watchdog: threading.Thread | None = None
 
     # --- on the connection's thread -------------------------------------------------------
 
-    def run(self, conn: Connection, state: TcpConnectionState, body: bytes,
-            request_id: int) -> bool:
-        """Execute one full-duplex request here and write its reply; False when the
-        connection is done."""
-        protocol = self.protocol
-        state.inline_since = _clock()
+    def watch(self, state: TcpConnectionState) -> None:
+        """Put a connection executing requests inline under the watchdog (started if none
+        runs)."""
         with self._lock:
-            self._running.add(state)
+            state.watched = True
+            state.idle_ticks = 0
+            self._watched.add(state)
             if self._watchdog is None:
                 self._start_watchdog()
-        try:
-            reply = protocol.answer_full_duplex(conn, body, request_id)
-        finally:
-            with state.read_lock:  # from here on no helper reads
-                state.inline_since = 0.0
-            self._running.discard(state)
-        if reply is None:  # stop() shut the connection: not executed
-            return False
-        try:
-            sent = protocol.send_reply(conn, state, reply)
-        finally:
-            protocol.server._serving.request_finished(conn)
-        failure = state.failure
-        if failure is not None:  # the helper's reading ended the connection
-            if isinstance(failure, framing.ConnectionClosed):
-                protocol.closed_while_reading(state, failure)
-            elif isinstance(failure, framing.OversizedFrame):
-                protocol.refused(state, failure)
-            else:
-                raise failure
-            return False
-        return sent
+
+    def forget(self, state: TcpConnectionState) -> None:
+        """The connection ended."""
+        with self._lock:
+            state.watched = False
+            self._watched.discard(state)
 
     # --- the watchdog ---------------------------------------------------------------------
 
@@ -106,21 +97,34 @@ class InlineRunner:
 
     def _watch(self) -> None:
         serving = self.protocol.server._serving
-        idle_since = _clock()
         while True:
             time.sleep(TICK)
             now = _clock()
             with self._lock:
-                if serving.stopping or (not self._running and now - idle_since > IDLE):
+                if serving.stopping or not self._watched:
                     self._watchdog = None
                     return
-                running = list(self._running)
-            if running:
-                idle_since = now
-            for state in running:
+                watched = list(self._watched)
+            for state in watched:
                 since = state.inline_since
-                if since and now - since >= TICK and not state.helped:
-                    self._help(state, since)
+                if since:
+                    state.idle_ticks = 0
+                    if now - since >= TICK and not state.helped:
+                        self._help(state, since)
+                else:
+                    state.idle_ticks += 1
+                    if state.idle_ticks > _IDLE_TICKS:
+                        self._unwatch(state)
+
+    def _unwatch(self, state: TcpConnectionState) -> None:
+        """Take an idle connection out of the set, unless a request just started there."""
+        with self._lock:
+            state.watched = False
+            if not state.inline_since:  # read after the store above (see the module)
+                self._watched.discard(state)
+            else:
+                state.watched = True
+                state.idle_ticks = 0
 
     def join(self, timeout: float) -> None:
         """Wait for the watchdog to end (it does within a tick once the server stops)."""
@@ -131,7 +135,7 @@ class InlineRunner:
     def _help(self, state: TcpConnectionState, since: float) -> None:
         """Start a helper reading ``state``'s connection, unless its request just ended."""
         if not state.read_lock.acquire(blocking=False):
-            return  # it is ending right now
+            return  # the helper of an earlier request is still winding down
         try:
             if state.inline_since != since or state.closed or state.conn.shut:
                 return
@@ -173,8 +177,8 @@ class InlineRunner:
                             if context is None:
                                 from .protocol import TcpContext
                                 context = TcpContext(protocol.server, conn.peer, None)
-                            if not protocol.answer_half_duplex(conn, state, frame.body,
-                                                               context):
+                            if not protocol.answer(conn, state, frame.body, -1, context,
+                                                   here=False):
                                 state.failure = framing.ConnectionClosed("answered",
                                                                          clean=True)
                                 return

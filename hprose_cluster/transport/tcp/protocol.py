@@ -43,6 +43,8 @@ __all__ = ["TcpContext", "TcpConnectionState", "TcpProtocol"]
 _clock = time.monotonic
 _new = object.__new__
 _pack_word = struct.Struct(">I").pack
+_pack_full = struct.Struct(">II").pack  # a full-duplex frame's head: length | FULL, id
+_unpack_word = struct.Struct(">I").unpack_from  # (data, offset) -> (word,)
 _word_from = int.from_bytes
 _DONTWAIT = socket.MSG_DONTWAIT
 _FULL = framing.FULL_DUPLEX_BIT
@@ -79,11 +81,13 @@ class TcpConnectionState:
     ``helped`` says a helper is reading (``inline.py``), both under ``cond``.  ``decoder``
     and the socket are read by the connection's thread, or by the helper while
     ``inline_since`` is set (then under ``read_lock``).  ``failure``: what ended the
-    connection while the helper was reading.
+    connection while the helper was reading.  ``watched``: the watchdog looks at this
+    connection (``inline.py``).
     """
 
     __slots__ = ("conn", "io", "send_lock", "cond", "outstanding", "closed", "decoder",
-                 "read_lock", "inline_since", "helped", "fed", "failure", "concurrent_until")
+                 "read_lock", "inline_since", "helped", "fed", "failure", "concurrent_until",
+                 "watched", "idle_ticks")
 
     def __init__(self, conn: Connection, io: streams.ByteStream, max_frame: int):
         self.conn = conn
@@ -99,6 +103,8 @@ class TcpConnectionState:
         self.fed = False  # the helper fed the decoder
         self.concurrent_until = 0.0  # full-duplex requests overlapped recently: no inline
         self.failure: BaseException | None = None
+        self.watched = False  # in the watchdog's set (inline.py)
+        self.idle_ticks = 0  # the watchdog's ticks since it last saw a request running inline
 
 
 class TcpProtocol(ConnectionHandler):
@@ -126,6 +132,8 @@ class TcpProtocol(ConnectionHandler):
             with state.cond:  # let full-duplex replies of this connection go out first
                 state.cond.wait_for(
                     lambda: (state.outstanding == 0 and not state.helped) or state.closed)
+            if state.watched:
+                self.inline.forget(state)
 
     def quiesce(self, conn: Connection) -> None:
         """No new requests; replies still go out."""
@@ -152,7 +160,7 @@ class TcpProtocol(ConnectionHandler):
         max_frame = self.server.max_frame
         recv = state.io.recv
         decoder = state.decoder
-        inline = self.inline
+        answer = self.answer
         context = TcpContext(self.server, conn.peer, None)  # one per connection: nothing varies
         empty = True  # nothing in the decoder
         while True:
@@ -161,9 +169,9 @@ class TcpProtocol(ConnectionHandler):
                     data = recv(_RECV_CHUNK)
                     size = len(data)
                     if size > 4:
-                        word = _word_from(data[:4], "big")
+                        word = _unpack_word(data)[0]
                         if word + 4 == size and word <= max_frame:
-                            if not self.answer_half_duplex(conn, state, data[4:], context):
+                            if not answer(conn, state, data[4:], -1, context):
                                 return
                             continue
                         length = word & _MASK
@@ -173,10 +181,10 @@ class TcpProtocol(ConnectionHandler):
                                 if state.outstanding:
                                     state.concurrent_until = _clock() + CONCURRENT_WINDOW
                                 done = not self.dispatch(conn, state, framing.Frame(
-                                    data[8:], _word_from(data[4:8], "big")))
+                                    data[8:], _unpack_word(data, 4)[0]))
                             else:
-                                done = not inline.run(conn, state, data[8:],
-                                                      _word_from(data[4:8], "big"))
+                                done = not answer(conn, state, data[8:],
+                                                  _unpack_word(data, 4)[0], context)
                                 if state.fed:  # a helper read meanwhile
                                     state.fed = False
                                     empty = not decoder.buffered
@@ -202,7 +210,7 @@ class TcpProtocol(ConnectionHandler):
                 self.refused(state, error)
                 return
             if frame.request_id is None:
-                if not self.answer_half_duplex(conn, state, frame.body, context):
+                if not answer(conn, state, frame.body, -1, context):
                     return
             elif not empty or state.outstanding or (state.concurrent_until
                                                     and _clock() < state.concurrent_until):
@@ -211,7 +219,7 @@ class TcpProtocol(ConnectionHandler):
                 if not self.dispatch(conn, state, frame):
                     return
             else:
-                if not inline.run(conn, state, frame.body, frame.request_id):
+                if not answer(conn, state, frame.body, frame.request_id, context):
                     return
                 if state.fed:
                     state.fed = False
@@ -227,45 +235,82 @@ class TcpProtocol(ConnectionHandler):
         logger.error("hprose TCP server %s: closing connection from %s: %s",
                      self.server.url, state.conn.peer, error)
 
-    # --- half duplex ----------------------------------------------------------------------
+    # --- answering here -------------------------------------------------------------------
 
-    def answer_half_duplex(self, conn: Connection, state: TcpConnectionState, body: bytes,
-                           context: TcpContext) -> bool:
-        """Execute one half-duplex request here and write its reply; False when the
-        connection is finished.
+    def answer(self, conn: Connection, state: TcpConnectionState, body: bytes,
+               request_id: int, context: TcpContext, here: bool = True) -> bool:
+        """Execute one request on this thread and write its reply; False when the
+        connection is finished.  ``request_id`` -1: half duplex, answered with ``context``
+        (the connection's); else a full-duplex request executed inline (its own context),
+        watched by ``inline.py`` so that a slow one gets a helper reading meanwhile.
+        ``here``: this is the connection's own thread (not a helper).
 
         A request counts as in flight from its execution until its reply is written, so
-        stop() never closes a connection between the two.
+        stop() never closes a connection between the two.  This is the hot path of a
+        small call: one function for both modes, and on the connection's thread no lock.
         """
-        serving = self.server._serving
-        if not serving.request_started(conn):
+        server = self.server
+        serving = server._serving
+        if not (serving.begin_here(conn) if here else serving.request_started(conn)):
             return False
         try:
-            reply = self.server._handle(body, context)
-            length = len(reply)
-            if length > _MASK:
-                raise ValueError("hprose frame body too large: %d bytes" % length)
-            return self.send_reply(conn, state, _pack_word(length) + reply)
+            if request_id < 0:
+                reply = server._handle(body, context)
+                length = len(reply)
+                if length > _MASK:
+                    raise ValueError("hprose frame body too large: %d bytes" % length)
+                frame = _pack_word(length) + reply
+            else:
+                own = _new(TcpContext)  # no __init__ call: one per request
+                own.server = server
+                own.peer = conn.peer
+                own.request_id = request_id
+                state.inline_since = _clock()
+                if not state.watched:
+                    self.inline.watch(state)
+                try:
+                    reply = server._handle(body, own)
+                finally:
+                    state.inline_since = 0.0  # from here on no helper starts reading
+                    if state.helped:  # one may be reading right now: wait for that read
+                        with state.read_lock:
+                            pass
+                length = len(reply)
+                if length > _MASK:
+                    raise ValueError("hprose frame body too large: %d bytes" % length)
+                frame = _pack_full(length | _FULL, request_id) + reply
+            io = state.io
+            if state.outstanding or state.helped or type(io) is streams.SslIo:
+                sent = self.send(conn, frame)  # other writers: under the send lock
+            else:  # the only writer: one non-blocking send, no lock
+                try:
+                    count = io.send(frame, _DONTWAIT)  # type: ignore[attr-defined]
+                except BlockingIOError:
+                    count = 0
+                except OSError as error:
+                    logger.debug("cannot answer %s: %s", conn.peer, error)
+                    return False
+                sent = count == len(frame) or self.send(
+                    conn, memoryview(frame)[count:])  # type: ignore[arg-type]
         finally:
-            serving.request_finished(conn)
+            if here:
+                serving.end_here(conn)
+            else:
+                serving.request_finished(conn)
+        if request_id >= 0 and state.failure is not None:
+            return self._helper_failed(state)
+        return sent
 
-    def send_reply(self, conn: Connection, state: TcpConnectionState, frame: bytes) -> bool:
-        """With no full-duplex request of this connection outstanding, this thread is the
-        only writer: one non-blocking send, no lock; only a reply the socket does not take
-        at once goes through ``send``."""
-        io = state.io
-        if state.outstanding or type(io) is streams.SslIo:
-            return self.send(conn, frame)
-        try:
-            sent = io.send(frame, _DONTWAIT)  # type: ignore[attr-defined]
-        except BlockingIOError:
-            sent = 0
-        except OSError as error:
-            logger.debug("cannot answer %s: %s", conn.peer, error)
-            return False
-        if sent == len(frame):
-            return True
-        return self.send(conn, memoryview(frame)[sent:])  # type: ignore[arg-type]
+    def _helper_failed(self, state: TcpConnectionState) -> bool:
+        """The helper's reading ended the connection while a request ran inline: False."""
+        failure = state.failure
+        if isinstance(failure, framing.ConnectionClosed):
+            self.closed_while_reading(state, failure)
+        elif isinstance(failure, framing.OversizedFrame):
+            self.refused(state, failure)
+        elif failure is not None:
+            raise failure
+        return False
 
     # --- full duplex ----------------------------------------------------------------------
 

@@ -104,3 +104,27 @@ def test_stop_while_a_helper_reads_leaves_no_thread() -> None:
         stopper.join(10)
     assert not stopper.is_alive()
     assert not our_threads() - before, our_threads() - before
+
+
+def test_a_connection_back_from_idle_is_watched_again(server: TcpServer,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle connection leaves the watchdog's set (and the watchdog ends); its next inline
+    request puts it back, so a slow one there still gets a helper."""
+    from hprose_cluster.transport.tcp import inline
+
+    monkeypatch.setattr(inline, "_IDLE_TICKS", 4)
+    runner = server._inline
+    with socket.create_connection(server.address, timeout=10) as sock:  # type: ignore[arg-type]
+        sock.sendall(framing.encode_full(_request("hello", "a"), 1))
+        assert _value(_frames(sock, 1)[0]) == "Hello a"
+        assert wait_until(lambda: runner._watchdog is None and not runner._watched, 5)
+        sock.sendall(framing.encode_full(_request("slow", 1.5, "slow"), 2))
+        assert wait_until(lambda: server.in_flight == 1, 5)
+        started = time.monotonic()
+        sock.sendall(framing.encode_full(_request("hello", "b"), 3))
+        frame, = _frames(sock, 1)
+        fast = time.monotonic() - started
+        assert frame.request_id == 3 and _value(frame) == "Hello b"
+        assert fast < 1.2, fast
+        frame, = _frames(sock, 1)
+        assert frame.request_id == 2 and _value(frame) == "slow"
