@@ -311,14 +311,7 @@ class RequestHandler(Reads):
         head = self._text_head + b"%d\r\n" % len(payload) + (
             _CLOSE if self.close_connection else
             _KEEP_ALIVE if self.request_version == "HTTP/1.0" else b"\r\n")
-        with self.state.write_lock:
-            if self.state.abandoned:
-                self.close_connection = True
-                return
-            self.connection.sendall(head if self.command == "HEAD" else head + payload)
-        if _log.isEnabledFor(_DEBUG):
-            self.log_message('"%s %s %s" %s %s', self.command, self.path, self.request_version,
-                             200, len(payload))
+        self._send_reply(head, payload, 200)
 
     def _send(self, code: int, reason: str, headers: list[tuple[str, str]],
               payload: bytes) -> None:
@@ -329,6 +322,10 @@ class RequestHandler(Reads):
                              close=self.close_connection,
                              keep_alive_10=self.request_version == "HTTP/1.0",
                              server=self.server_version, date=http_date())
+        self._send_reply(head, payload, code)
+
+    def _send_reply(self, head: bytes, payload: bytes, code: int) -> None:
+        """One reply in one write, unless the connection was given up meanwhile."""
         with self.state.write_lock:
             if self.state.abandoned:
                 self.close_connection = True
