@@ -44,6 +44,10 @@ class AsyncTransport(Protocol):
         one fails with ``ConnectError`` (nothing sent: failover takes it elsewhere); calls on
         open connections go on, so a draining server can finish them."""
 
+    @property
+    def in_flight(self) -> int:
+        """Calls under way on this transport's connections (a retired one closes at 0)."""
+
     async def aclose(self) -> None:
         """Close every connection (calls in flight fail); a later call opens new ones."""
 

@@ -25,6 +25,7 @@ from hprose.common import HproseException, HproseResultMode
 
 from .. import metrics
 from ..attempts import CallAttempts
+from ..client import RETIRE_GRACE
 from ..deadline import Deadline
 from ..discovery import Discovery
 from ..errors import ConfigError, HproseClusterError, TransportError
@@ -38,6 +39,8 @@ from .base import AsyncTransport, in_thread, open_async_transport
 log = logging.getLogger("hprose_cluster.aio.client")
 
 __all__ = ["AsyncClusterClient"]
+
+_RETIRED_POLL = 0.05  # seconds between looks at a retired transport's calls in flight
 
 class AsyncClusterClient:
     """An asyncio hprose client for every server of ``domain``.
@@ -262,25 +265,35 @@ class AsyncClusterClient:
 
     def _on_change(self, removed: list[ServerInfo]) -> None:
         """On the loop: wake the calls waiting for a server, and retire the transports of
-        servers that left (closed at the next change, so calls in flight can finish)."""
+        servers that left.  A retired transport is closed once no call is in flight on it
+        (at most ``RETIRE_GRACE`` seconds later), as the blocking client does: a server may
+        leave the view while alive (etcd expired its lease during a pause; it registers
+        again), and its calls in flight must not fail."""
         changed, self._changed = self._changed, asyncio.Event()
         if changed is not None:
             changed.set()
-        if self._closed or (not removed and not self._retired):
+        if self._closed or not removed:
             return
         current = {s.url for s in self.discovery.servers()}
-        to_close, self._retired = self._retired, []
         for info in removed:
             if info.url not in current:
                 transport = self._transports.pop(info.url, None)
                 if transport is not None:
                     transport.retire()  # calls that picked it before it left go elsewhere
                     self._retired.append(transport)
+                    task = asyncio.ensure_future(self._close_when_idle(transport))
+                    self._closing_tasks.add(task)
+                    task.add_done_callback(self._closing_tasks.discard)
                 self.ejector.forget(info.url)
-        for transport in to_close:
-            task = asyncio.ensure_future(transport.aclose())
-            self._closing_tasks.add(task)
-            task.add_done_callback(self._closing_tasks.discard)
+
+    async def _close_when_idle(self, transport: AsyncTransport) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + RETIRE_GRACE
+        while transport.in_flight and loop.time() < give_up and not self._closed:
+            await asyncio.sleep(_RETIRED_POLL)
+        if transport in self._retired:  # aclose() of the client closes it otherwise
+            self._retired.remove(transport)
+            await transport.aclose()
 
     # --- lifecycle ------------------------------------------------------------------------
 

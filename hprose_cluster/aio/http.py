@@ -147,6 +147,11 @@ class AsyncHttpTransport:
     def retire(self) -> None:
         self._retired = True
 
+    @property
+    def in_flight(self) -> int:
+        """Connections in use by a call (open and not idle)."""
+        return len(self._open) - len(self._idle)
+
     async def aclose(self) -> None:
         """Close every connection and wait until the sockets are closed."""
         self._generation += 1

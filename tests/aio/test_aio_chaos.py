@@ -21,6 +21,7 @@ import pytest
 
 from hprose_cluster import AsyncClusterClient, HproseClusterError, TransportError
 
+from hprose_cluster.etcd import EtcdConfig, EtcdConnection
 from tests.support.cluster_procs import Fleet, wait_until
 
 TTL = 2
@@ -184,6 +185,53 @@ def test_etcd_paused_past_the_ttl_costs_no_call(etcd_factory, domain, arun):
                 assert not load.failures, load.describe()
 
         arun(main(), timeout=80)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("transport", ["tcp", "http"])
+def test_a_server_that_leaves_and_comes_back_finishes_its_calls(etcd, domain, arun, transport):
+    """Its record deleted (as when etcd expired its lease in a pause) and put back by its
+    registrar: two view changes while a non-idempotent call runs on it.  The transport
+    retired by the first must not be closed under that call by the second."""
+    with Fleet(domain, etcd.endpoint, ttl=TTL, heartbeat=HEARTBEAT, transport=transport) as fleet:
+        fleet.start(1)
+        connection = EtcdConnection(EtcdConfig(etcd.endpoint))
+
+        async def main() -> None:
+            async with make_client(domain, etcd.endpoint, idempotent=False,
+                                   timeout=20) as client:
+                assert await client.wait_for_servers(10, count=1)
+                changes: list[tuple[int, int]] = []  # (added, removed) of each view change
+                client.discovery.add_listener(
+                    lambda added, removed: changes.append((len(added), len(removed))))
+                slow = asyncio.ensure_future(client.sleep(4))
+                await asyncio.sleep(0.5)  # the call is on the server now
+                (key,) = [kv.key for kv in connection.get_prefix(
+                    "hprose-service/%s/" % domain).kvs]
+                # The registrar may put the key back so fast that discovery applies both
+                # events as one view (no change at all): delete again until the view saw
+                # the server leave and come back as two changes.
+                def left_and_came_back() -> bool:
+                    return changes[:2] == [(0, 1), (1, 0)]
+
+                for _ in range(5):
+                    del changes[:]
+                    connection.delete(key)
+                    started = time.monotonic()
+                    while not left_and_came_back() and time.monotonic() - started < 3:
+                        await asyncio.sleep(0.01)
+                    if left_and_came_back():
+                        break
+                    await asyncio.sleep(0.2)
+                assert changes[:2] == [(0, 1), (1, 0)], changes
+                assert not slow.done()  # both changes came while the call ran
+                assert await slow == 4
+                assert await client.hello("back") == "Hello back"
+
+        try:
+            arun(main(), timeout=50)
+        finally:
+            connection.close()
 
 
 @pytest.mark.timeout(120)
