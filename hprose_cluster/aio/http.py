@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import urllib.parse
 from typing import Any, Mapping
 
 from ..deadline import Deadline
 from ..errors import CallTimeout, ConfigError, ConnectError, TransportError
 from ..transport.errors import call_failed, timed_out_unsent
+from ..transport.http.url import parse_http_url
 from .base import connect_error, loop_deadline, remaining, retired_error
 
 log = logging.getLogger("hprose_cluster.aio.http")
@@ -70,17 +70,7 @@ class AsyncHttpTransport:
                  ssl_context: ssl.SSLContext | None = None,
                  headers: Mapping[str, str] | None = None, max_body: int = DEFAULT_MAX_BODY):
         self.url = url
-        try:
-            parts = urllib.parse.urlsplit(url)
-            port = parts.port
-        except ValueError as error:
-            raise ConfigError("bad HTTP URL %r: %s" % (url, error)) from error
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https"):
-            raise ConfigError("unsupported URL scheme %r in %r: expected http:// or https://"
-                              % (parts.scheme, url))
-        if not parts.hostname:
-            raise ConfigError("no host in HTTP URL %r" % (url,))
+        scheme, self.host, self.port, self.target = parse_http_url(url)
         if isinstance(connections, bool) or not isinstance(connections, int) or connections < 1:
             raise ConfigError("connections for %s must be a whole number >= 1, not %r"
                               % (url, connections))
@@ -88,9 +78,6 @@ class AsyncHttpTransport:
             raise ConfigError("connect_timeout must be positive, not %r (for %s)"
                               % (connect_timeout, url))
         self.scheme = scheme
-        self.host = parts.hostname
-        self.port = port if port is not None else (443 if scheme == "https" else 80)
-        self.target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         self.connect_timeout = float(connect_timeout)
         self.max_body = max_body
         self.ssl_context = ssl_context

@@ -16,7 +16,6 @@ import socket
 import ssl
 import threading
 import time
-import urllib.parse
 from typing import Any, Mapping
 
 from ...deadline import Deadline
@@ -26,6 +25,7 @@ from ..base import BaseClient
 from ..errors import call_failed, connect_error, timed_out_unsent
 from .framing import DEFAULT_MAX_BODY
 from .reply import StaleReply, read_reply
+from .url import parse_http_url
 
 __all__ = ["HttpTransport", "HttpClient"]
 
@@ -113,17 +113,7 @@ class HttpTransport:
         max_body: int = DEFAULT_MAX_BODY,
     ):
         self.url = url
-        try:
-            parts = urllib.parse.urlsplit(url)
-            port = parts.port
-        except ValueError as error:
-            raise ConfigError("bad HTTP URL %r: %s" % (url, error)) from error
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https"):
-            raise ConfigError("unsupported URL scheme %r in %r: expected http:// or https://"
-                              % (parts.scheme, url))
-        if not parts.hostname:
-            raise ConfigError("no host in HTTP URL %r" % (url,))
+        scheme, self.host, self.port, self.target = parse_http_url(url)
         if not isinstance(pool_size, int) or pool_size < 1:
             raise ConfigError("pool_size must be a positive integer, not %r (for %s)"
                               % (pool_size, url))
@@ -134,9 +124,6 @@ class HttpTransport:
             raise ConfigError("max_body must be a positive integer, not %r (for %s)"
                               % (max_body, url))
         self.scheme = scheme
-        self.host = parts.hostname  # brackets of an IPv6 literal already removed
-        self.port = port if port is not None else (443 if scheme == "https" else 80)
-        self.target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         if _BAD_TARGET.search(self.target):
             raise ConfigError("bad HTTP URL %r: the path may not contain spaces, control or "
                               "non-ASCII characters (percent-encode them)" % (url,))
