@@ -360,4 +360,22 @@ class BaseClient(hprose.HproseClient):
         self.close()
 
 
+class TransportClient(BaseClient):
+    """A client of one server over one ``Transport``, ``self.transport`` (the TCP, unix and
+    WebSocket clients): its URL, its round trips and its closing are the transport's."""
+
+    transport: Transport
+
+    @property
+    def uri(self) -> str:
+        return self.transport.url
+
+    def _round_trip(self, request: bytes, deadline: Deadline, **options: Any) -> bytes:
+        # Options such as idempotent= matter to ClusterClient, not to a single connection.
+        return self.transport.round_trip(request, deadline)
+
+    def close(self) -> None:
+        self.transport.close()
+
+
 __all__ = ["BaseClient", "Transport", "encode_request", "decode_reply", "hprose"]

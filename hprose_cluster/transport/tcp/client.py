@@ -31,7 +31,7 @@ from typing import Any
 from ...deadline import Deadline, deadline_after, deadline_at
 from ...errors import CallTimeout, ConfigError, ConnectError, FrameError, TransportError
 from .. import framing, streams
-from ..base import BaseClient
+from ..base import TransportClient
 from ..errors import call_failed, connect_error, timed_out_unsent
 from .duplex import DeadConnection, FullDuplexConnection
 from .pool import ConnectionPool
@@ -365,7 +365,7 @@ class TcpTransport:
             return conn
 
 
-class TcpClient(BaseClient):
+class TcpClient(TransportClient):
     """A drop-in hprose client over TCP: ``TcpClient("tcp://127.0.0.1:4321").hello("x")``.
 
     ``timeout`` is the default per-call timeout in seconds (None waits forever); a call may
@@ -384,13 +384,3 @@ class TcpClient(BaseClient):
         if type(self)._round_trip is TcpClient._round_trip:
             # the plain call goes straight to the transport
             self._send = self.transport.call  # type: ignore[method-assign]
-
-    @property
-    def uri(self) -> str:
-        return self.transport.url
-
-    def _round_trip(self, request: bytes, deadline: Deadline, **options: Any) -> bytes:
-        return self.transport.round_trip(request, deadline)
-
-    def close(self) -> None:
-        self.transport.close()

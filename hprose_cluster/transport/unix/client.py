@@ -11,11 +11,10 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from ...deadline import Deadline
 from ...errors import ConfigError
 from ...record import unix_socket_path
 from .. import framing
-from ..base import BaseClient
+from ..base import TransportClient
 from ..tcp import TcpTransport
 
 __all__ = ["UnixTransport", "UnixClient"]
@@ -46,7 +45,7 @@ class UnixTransport(TcpTransport):
         return [(socket.AF_UNIX, socket.SOCK_STREAM, 0, self.path)]
 
 
-class UnixClient(BaseClient):
+class UnixClient(TransportClient):
     """A drop-in hprose client over a unix socket: ``UnixClient("unix:/run/hello.sock")``.
 
     ``timeout`` is the default per-call timeout (None waits for ever); the other options are
@@ -60,13 +59,3 @@ class UnixClient(BaseClient):
         super().__init__(timeout=timeout, simple=simple)
         self.transport = UnixTransport(uri, full_duplex=full_duplex, pool_size=pool_size,
                                        connect_timeout=connect_timeout, max_frame=max_frame)
-
-    @property
-    def uri(self) -> str:
-        return self.transport.url
-
-    def _round_trip(self, request: bytes, deadline: Deadline, **options: Any) -> bytes:
-        return self.transport.round_trip(request, deadline)
-
-    def close(self) -> None:
-        self.transport.close()

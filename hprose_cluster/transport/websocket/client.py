@@ -28,7 +28,7 @@ from websockets.uri import parse_uri
 
 from ...deadline import Deadline
 from ...errors import ConfigError, ConnectError
-from ..base import BaseClient
+from ..base import TransportClient
 from ..errors import connect_failed, timed_out_unsent
 from ..streams import close_quietly
 from .connection import Connection, DeadConnection
@@ -186,7 +186,7 @@ class WebSocketTransport:
                            url=self.url) from error
 
 
-class WebSocketClient(BaseClient):
+class WebSocketClient(TransportClient):
     """A drop-in hprose client over WebSocket: ``WebSocketClient("ws://127.0.0.1:8080/")``.
 
     ``timeout`` is the default per-call timeout (None waits for ever); the other options are
@@ -200,13 +200,3 @@ class WebSocketClient(BaseClient):
         self.transport = WebSocketTransport(uri, ssl_context=ssl_context,
                                             connect_timeout=connect_timeout,
                                             max_message=max_message, headers=headers)
-
-    @property
-    def uri(self) -> str:
-        return self.transport.url
-
-    def _round_trip(self, request: bytes, deadline: Deadline, **options: Any) -> bytes:
-        return self.transport.round_trip(request, deadline)
-
-    def close(self) -> None:
-        self.transport.close()
