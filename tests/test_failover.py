@@ -79,17 +79,21 @@ def test_a_server_killed_mid_call_is_retried_only_when_idempotent(etcd, domain):
                                selector=Ordered(victim.url, other.url)) as client:
                 assert client.discovery.wait_for(
                     lambda v: {victim.url, other.url} <= {s.url for s in v}, 5)
-                killer = threading.Timer(0.5, victim.kill)
+                # the kill must land while the call is on the victim: 1 s for the call to get
+                # there and 2 s more before it would have answered (0.5 s and 0.5 s were too
+                # little for a loaded machine: a late call is refused, and so retried elsewhere
+                # even when not idempotent; a late kill finds the call answered)
+                killer = threading.Timer(1.0, victim.kill)
                 killer.start()
                 started = time.monotonic()
                 if expect_ok:
-                    assert client.sleep(1, idempotent=idempotent) == 1
+                    assert client.sleep(2, idempotent=idempotent) == 2
                 else:
                     with pytest.raises(TransportError) as caught:
-                        client.sleep(1, idempotent=idempotent)
+                        client.sleep(2, idempotent=idempotent)
                     assert caught.value.sent
                 killer.join()
-                assert time.monotonic() - started < 5
+                assert time.monotonic() - started < 7  # the retry is 1 + 2 s; timeout is 10
             if not expect_ok:
                 fleet.start(1)
                 first, second = fleet.live[0], fleet.live[1]

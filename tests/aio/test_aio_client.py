@@ -246,19 +246,23 @@ def test_a_server_killed_mid_call_is_retried_only_when_idempotent(etcd, domain, 
                 async with AsyncClusterClient(domain, etcd=etcd.endpoint, timeout=10,
                                               selector=Ordered(victim.url, other.url)) as client:
                     assert await client.wait_for_servers(5, count=2)
-                    killer = threading.Timer(0.5, victim.kill)
+                    # the kill must land while the call is on the victim: 1 s for the call
+                    # to get there and 2 s more before it would have answered (0.5 s and 0.5 s
+                    # were too little for a loaded machine: a late call is refused, and so
+                    # retried elsewhere; a late kill finds the call answered)
+                    killer = threading.Timer(1.0, victim.kill)
                     killer.start()
                     started = time.monotonic()
                     try:
                         if idempotent:
-                            assert await client.sleep(1, idempotent=True) == 1
+                            assert await client.sleep(2, idempotent=True) == 2
                         else:
                             with pytest.raises(TransportError) as caught:
-                                await client.sleep(1)
+                                await client.sleep(2)
                             assert caught.value.sent and victim.url in str(caught.value)
                     finally:
                         killer.join()
-                    assert time.monotonic() - started < 5
+                    assert time.monotonic() - started < 7  # the retry is 1 + 2 s; timeout is 10
 
             arun(main())
             fleet.start(1)
