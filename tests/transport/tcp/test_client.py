@@ -13,7 +13,7 @@ import pytest
 from hprose_cluster.errors import CallTimeout, ConfigError, ConnectError, FrameError, TransportError
 from hprose_cluster.transport.tcp import TcpClient, TcpServer, TcpTransport, parse_tcp_url
 
-from tests.support.cluster_procs import has_ipv6_loopback
+from tests.support.cluster_procs import has_ipv6_loopback, wait_until
 from tests.support.tcp import free_port, make_server, restarted
 from tests.support.threads import run_in_threads
 
@@ -134,21 +134,27 @@ def test_connect_refused_is_connect_error() -> None:
 def test_timeout_is_call_timeout_and_late_reply_is_not_taken(server: TcpServer,
                                                              full_duplex: bool) -> None:
     with TcpClient(server.url, timeout=5, full_duplex=full_duplex, pool_size=1) as client:
+        # connected first, so the 0.1 s are not spent connecting (then the call is unsent);
+        # the late reply comes 2 s after the call, so "it did not wait for it" (< 1 s) leaves
+        # room for a loaded machine (a bound of 0.45 s against a 0.5 s reply did not)
+        assert client.hello("warm") == "Hello warm"
         started = time.monotonic()
         with pytest.raises(CallTimeout) as caught:
-            client.slow(0.5, "late", timeout=0.1)
-        assert time.monotonic() - started < 0.45
+            client.slow(2.0, "late", timeout=0.1)
+        assert time.monotonic() - started < 1.0
         assert caught.value.sent is True and server.url in str(caught.value)
         assert client.hello("next") == "Hello next"  # not the late "late"
-        time.sleep(0.5)
+        time.sleep(2.0)
         assert client.hello("again") == "Hello again"
 
 
 def test_waiting_for_a_pool_slot_times_out_unsent(server: TcpServer) -> None:
     with TcpClient(server.url, timeout=5, pool_size=1) as client:
-        busy = threading.Thread(target=client.slow, args=(0.5, 1))
+        busy = threading.Thread(target=client.slow, args=(2.0, 1))
         busy.start()
-        time.sleep(0.1)
+        # the only slot is taken once the busy call runs on the server (a fixed 0.1 s sleep
+        # could end before a starved thread took it; then this call got the slot)
+        assert wait_until(lambda: server.in_flight == 1, 5)
         with pytest.raises(CallTimeout) as caught:
             client.hello("x", timeout=0.1)
         assert caught.value.sent is False
