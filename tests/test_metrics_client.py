@@ -53,10 +53,12 @@ def test_calls_and_business_errors(registry: Any, etcd: Any, domain: str, hello_
 def test_timeout_is_its_own_outcome(registry: Any, etcd: Any, domain: str,
                                     hello_servers: Any) -> None:
     server = hello_servers(domain, "tcp")
-    with ClusterClient(domain, etcd=etcd.endpoint, timeout=0.3) as client:
+    # timeout=1: the call opens the connection too, and must be sent before it times out
+    # (with 0.3 s a loaded machine could time out unsent: the server never ran it)
+    with ClusterClient(domain, etcd=etcd.endpoint, timeout=1.0) as client:
         assert client.discovery.wait_for_servers(10)
         with pytest.raises(CallTimeout):
-            client.sleep(2)  # sent, not idempotent: not retried
+            client.sleep(3)  # sent, not idempotent: not retried
         assert value(registry, CALLS, domain=domain, server=server.url, outcome="timeout") == 1
         assert value(registry, CALLS, domain=domain, outcome="transport_error") == 0
         assert value(registry, SECONDS, domain=domain) == 1

@@ -49,14 +49,16 @@ def test_calls_business_errors_and_timeouts(registry, etcd, domain, hello_server
     url = server.url
 
     async def main() -> None:
-        async with AsyncClusterClient(domain, etcd=etcd.endpoint, timeout=0.5) as client:
+        # timeout=1.5: every call must be answered within it, the first ones opening the
+        # connection (a WebSocket handshake too); 0.5 s was little for a loaded machine
+        async with AsyncClusterClient(domain, etcd=etcd.endpoint, timeout=1.5) as client:
             results = await asyncio.gather(*(client.hello("m%d" % i) for i in range(7)))
             assert results == ["Hello m%d" % i for i in range(7)]
             for _ in range(3):
                 with pytest.raises(HproseException, match="boom"):
                     await client.fail()
             with pytest.raises(CallTimeout):
-                await client.sleep(3)  # sent, not idempotent: not retried
+                await client.sleep(4)  # sent, not idempotent: not retried
         assert value(registry, CALLS, domain=domain, server=url, outcome="ok") == 7
         assert value(registry, CALLS, domain=domain, server=url, outcome="error") == 3
         assert value(registry, CALLS, domain=domain, server=url, outcome="timeout") == 1
