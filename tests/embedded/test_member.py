@@ -106,7 +106,9 @@ def test_restart_wipe_loses_data_and_changes_cluster_id(client_for: Callable[...
 def test_pause_and_resume(client_for: Callable[..., etcd3.MultiEndpointEtcd3Client], etcd_factory: Callable[..., EmbeddedEtcd]) -> None:
     server = etcd_factory()
     client = client_for(server.endpoint, timeout=0.5)
-    client.put("/p", b"1")
+    # the first request also opens the channel to a just-started etcd: on a loaded machine
+    # that can take longer than the 0.5 s meant for the paused read below, so it is retried
+    eventually(lambda: client.put("/p", b"1"), timeout=10)
     server.pause()
     try:
         assert server.paused and server.running
