@@ -41,8 +41,13 @@ def client_urls(client: ClusterClient) -> set[str]:
 
 
 def make_client(domain: str, endpoints: str, **options: Any) -> ClusterClient:
+    # timeout=5 (as the asyncio chaos tests): a call may wait FailoverPolicy.wait_for_server
+    # (3 s) for the domain to fill again, but only within its timeout.  With 2 s, a domain
+    # emptied by etcd expiring every lease (paused past the TTL) had to be back within 2 s,
+    # while the registrars' bound is max_backoff + heartbeat (3.5 s): calls failed although
+    # every process did what it promises.
     options.setdefault("idempotent", True)
-    options.setdefault("timeout", 2.0)
+    options.setdefault("timeout", 5.0)
     options.setdefault("check_interval", CHECK)
     return ClusterClient(domain, etcd=endpoints, **options)
 
