@@ -116,8 +116,10 @@ def test_e_compaction_while_the_watcher_is_cut_off_is_repaired_by_a_resync(
                 victim.kill()
                 newcomer, = fleet.start(1)
                 with EtcdConnection(EtcdConfig(etcd.endpoint)) as direct:
+                    # the victim's lease: expiry <= ttl after its last keepalive, etcd revokes
+                    # every 0.5 s; 1 s more than before for a loaded machine
                     assert wait_until(lambda: etcd_urls(etcd.endpoint, domain) == fleet.urls(),
-                                      TTL + 2)
+                                      TTL + 3)
                     for i in range(20):
                         direct.put("unrelated/%d" % i, b"x")
                     revision = direct.get_prefix("unrelated/").revision
