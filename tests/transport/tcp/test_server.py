@@ -145,13 +145,14 @@ def test_stop_drains_in_flight_calls_and_runs_hooks() -> None:
     server.start(block=False)
     results: list[object] = []
     with TcpClient(server.url, timeout=5, full_duplex=True) as client:
-        caller = threading.Thread(target=lambda: results.append(client.slow(0.3)))
+        # wait for the call to run (a fixed 0.1 s could end before a loaded machine got it
+        # to the server), and let it last 1 s so that stop() comes while it is in flight
+        caller = threading.Thread(target=lambda: results.append(client.slow(1.0)))
         caller.start()
-        time.sleep(0.1)
-        assert server.in_flight == 1
+        assert wait_until(lambda: server.in_flight == 1, 5)
         server.stop(drain_timeout=5)
         caller.join(5)
-    assert results == [0.3]
+    assert results == [1.0]
     assert calls == ["listening:%d" % server.address[1], "before_stop:1"]  # type: ignore[index]
     with pytest.raises(ConnectError):
         TcpClient(server.url, timeout=1).hello("x")
