@@ -33,7 +33,10 @@ def _start_server(domain: str, config: EtcdConfig):
 def test_a_client_starts_from_the_snapshot_while_etcd_is_down_and_follows_etcd_again(
         etcd_factory, domain, tmp_path):
     etcd = etcd_factory()
-    config = EtcdConfig(etcd.endpoint, timeout=1)
+    # 3 s (was 1): the servers' first requests to a just-started etcd open the channel, grant
+    # and put, which a loaded machine may not do within 1 s (the start then fails); with etcd
+    # killed, every request is refused at once whatever the timeout
+    config = EtcdConfig(etcd.endpoint, timeout=3)
     live, doomed = _start_server(domain, config), _start_server(domain, config)
     try:
         with ClusterClient(domain, etcd=config, snapshot_dir=tmp_path) as first:
