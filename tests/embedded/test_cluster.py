@@ -18,7 +18,9 @@ def test_cluster_survives_leader_kill(etcd_cluster: EtcdCluster, client_for: Cal
     ids = {m.status()["header"]["cluster_id"] for m in etcd_cluster.members}
     assert len(ids) == 1, "the members formed more than one cluster"
     client = client_for(*etcd_cluster.endpoints, timeout=2)
-    client.put("/before", b"1")
+    # retried as the later requests are: the first one also opens the channel to a just-formed
+    # cluster, which on a loaded machine may take more than the 2 s (or meet an election)
+    eventually(lambda: client.put("/before", b"1"), timeout=10)
     leader = etcd_cluster.leader_index()
     etcd_cluster.kill(leader)
     assert not etcd_cluster.members[leader].running
