@@ -15,7 +15,10 @@ from hprose_cluster.transport.streams import KERNEL_TIMEOUT_MARGIN, TimedSocket,
 
 pytestmark = pytest.mark.timeout(30)
 
-LATE = 0.5  # how late a busy machine may wake us; the deadline must never come early
+# how late a busy machine may wake us (0.5 s was little at load 4-10 with stolen CPU); the
+# deadline must never come early, and a receive left to an earlier ~30 s kernel timeout
+# still fails the upper bound by far
+LATE = 1.0
 
 
 @pytest.fixture
