@@ -113,9 +113,11 @@ def test_remove_waits_for_the_run_in_progress_and_the_last_removal_ends_the_work
 
 def test_remove_gives_up_after_its_timeout() -> None:
     scheduler = StepScheduler("test-timeout")
-    release = threading.Event()
-    task = scheduler.add(lambda: release.wait(5) and None, "t")
-    time.sleep(0.1)
+    release, inside = threading.Event(), threading.Event()
+    task = scheduler.add(lambda: (inside.set(), release.wait(5)) and None, "t")
+    # the step must be running when remove() is called (a fixed 0.1 s sleep could end before
+    # a starved worker started it; remove() then had nothing to wait for and returned True)
+    assert wait_until(inside.is_set, 5)
     started = time.monotonic()
     assert scheduler.remove(task, timeout=0.2) is False
     assert time.monotonic() - started < 2
