@@ -68,5 +68,7 @@ def test_discovery_follows_changes_after_etcd_restarts_on_its_data(etcd_factory,
         server.kill()
         server.start()
         with new_registrar(domain, server.endpoint, "tcp://127.0.0.1:2002"):
-            assert discovery.wait_for(lambda v: len(v) == 2, 5)
+            # the watch's reconnect backoff may have grown to max_backoff while etcd restarted
+            # (slower on a loaded machine): the bound is max_backoff + 5 s, as above
+            assert discovery.wait_for(lambda v: len(v) == 2, MAX_BACKOFF + 5)
         assert discovery.wait_for(lambda v: [s.url for s in v] == ["tcp://127.0.0.1:2001"], 5)
