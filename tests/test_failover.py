@@ -138,7 +138,9 @@ def test_a_crashed_but_listed_server_is_ejected_then_tried_again_after_the_cool_
     live = counting()
     down = dead_url()
     port = int(down.rsplit(":", 1)[1])
-    policy = FailoverPolicy(eject_for=1.0)
+    # eject_for=3 (was 1): the 20 calls below must all run within one ejection, else it may
+    # have just run out when is_ejected() is asserted (a loaded machine can take 1 s for them)
+    policy = FailoverPolicy(eject_for=3.0)
     with new_registrar(domain, etcd.endpoint, down), \
             ClusterClient(domain, etcd=etcd.endpoint, selector="round-robin", failover=policy,
                           check_interval=CHECK) as client:
@@ -152,7 +154,7 @@ def test_a_crashed_but_listed_server_is_ejected_then_tried_again_after_the_cool_
         revived.addFunction(lambda x: revived_calls.append(x) or x, "work")
         revived.start(block=False)
         try:
-            time.sleep(1.2)  # the cool-down
+            time.sleep(3.2)  # the cool-down
             for i in range(20):
                 assert client.work(i) == i
             assert revived_calls  # back in rotation
