@@ -258,7 +258,7 @@ def general_result(data: bytes) -> Any:
     return value if stream.read() == b"z" else "not one value"
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values | st.sampled_from(["", "a", "é", "x" * 70, 0, 9, 10, -3, 2**40, None, True]),
        st.integers(0, 12), st.binary(max_size=2))
 def test_scalar_result_is_the_general_readers_value_or_misses(value: Any, cut: int,

@@ -11,7 +11,7 @@ from io import BytesIO
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hprose.io import HproseWriter
 
@@ -43,7 +43,7 @@ others = (st.lists(st.integers(), max_size=2) | st.binary(max_size=3)
                                                                  st.integers(), max_size=2))
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=8), st.lists(scalars | others, max_size=18), st.booleans(),
        st.booleans(), st.booleans())
 def test_encode_call_is_the_writers_bytes(name: str, args: list, byref: bool, simple: bool,

@@ -6,7 +6,7 @@ from io import BytesIO
 
 import hprose
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hprose.io import HproseReader, HproseWriter
 from hprose.server import HproseService
@@ -106,7 +106,7 @@ def our_read_string(data: bytes) -> object:
     return value, reader.stream.read()  # and what it left unread
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(), st.binary(max_size=8))
 def test_string_reader_agrees_with_hprose_on_every_text(text: str, after: bytes) -> None:
     from hprose_cluster.compat import utf16_length
@@ -121,7 +121,7 @@ def test_string_reader_agrees_with_hprose_on_every_text(text: str, after: bytes)
     assert our_read_string(body) == (text, after)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 12), st.binary(max_size=16))
 def test_string_reader_on_any_bytes_returns_the_same_or_fails_cleanly(length: int,
                                                                       raw: bytes) -> None:

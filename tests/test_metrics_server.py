@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from hprose.common import HproseException
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import Counter
 
@@ -161,7 +161,7 @@ def test_record_field_round_trips() -> None:
             is None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=40), st.lists(st.integers(), max_size=3), st.booleans())
 def test_method_name_reads_what_clients_write(name: str, args: list[int], byref: bool) -> None:
     assert method_name(encode_request(name, args, byref, False)) == name

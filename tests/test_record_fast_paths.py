@@ -13,7 +13,7 @@ import string
 from typing import Any, Callable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hprose_cluster import record
@@ -48,7 +48,7 @@ urls = st.one_of(
     st.text(url_chars, max_size=30))
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(urls)
 def test_validate_url_fast_path_agrees_with_urlsplit(url: str) -> None:
     with pytest.MonkeyPatch.context() as monkeypatch:
@@ -72,7 +72,7 @@ records = st.builds(
     st.sampled_from(["", ',"Weight":2', " ", ',"CPU":3']))
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(records, st.booleans(), st.sampled_from([None, "hprose-service/d.x/u-1",
                                                 "hprose-service/other/u-1", "d.x/u-1",
                                                 "/d.x/u-1", "hprose-service/d.x/u-1/",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hprose_cluster.transport import framing
@@ -12,6 +12,10 @@ frames = st.lists(st.tuples(st.binary(max_size=300),
                             st.one_of(st.none(), st.integers(0, 0xFFFFFFFF))), max_size=8)
 
 
+# no deadline (hypothesis's default is 200 ms an example): on a loaded machine one example
+# can be descheduled that long, and hypothesis then fails the run (DeadlineExceeded, or Flaky
+# when the re-run is fast) although every frame came back; as the other property tests do
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frames, st.lists(st.integers(1, 50), min_size=1, max_size=20))
 def test_any_cut_of_the_stream_gives_back_the_same_frames(items, cuts) -> None:  # type: ignore[no-untyped-def]
     stream = b"".join(framing.encode(body, rid) for body, rid in items)
