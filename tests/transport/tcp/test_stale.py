@@ -28,6 +28,7 @@ class _OneShotServer:
         self.read_more = read_more
         self.requests = 0
         self.connections = 0
+        self.closed = 0  # connections this server has closed
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -61,6 +62,8 @@ class _OneShotServer:
                 conn.sendall(framing.encode(REPLY, frame.request_id))
                 if self.read_more:
                     self._read_frame(conn)
+        with self._lock:
+            self.closed += 1
 
     def close(self) -> None:
         self.listener.close()
@@ -104,10 +107,14 @@ def test_a_long_idle_connection_is_looked_at_before_it_is_used(monkeypatch) -> N
         with TcpClient(server.url, timeout=5) as client:
             client.transport.pool._check_after = 0.0  # every reuse is checked first
             assert client.hello("w") == "Hello w"
+            # the server has closed the connection (not only read the request: a thread
+            # descheduled between its reply and its close on a loaded machine closed it after
+            # a fixed 0.05 s), and its FIN reaches us before the next call
             deadline = time.monotonic() + 5
-            while server.requests < 1 and time.monotonic() < deadline:
+            while server.closed < 1 and time.monotonic() < deadline:
                 time.sleep(0.01)
-            time.sleep(0.05)  # the server's close reaches us before the next call
+            assert server.closed == 1
+            time.sleep(0.05)
             calls = []
             monkeypatch.setattr(tcp_client, "refused_unread",
                                 lambda *a: calls.append(a) or False)
