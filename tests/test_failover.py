@@ -20,7 +20,7 @@ from hprose_cluster.errors import CallTimeout, ConfigError, NoServerAvailable, T
 from hprose_cluster.failover import FailoverPolicy
 from hprose_cluster.transport.tcp import TcpServer
 
-from tests.support.cluster_procs import Fleet
+from tests.support.cluster_procs import Fleet, wait_until
 from tests.support.resilience import CHECK, HEARTBEAT, TTL, Ordered, new_registrar
 from tests.support.resilience import counting  # noqa: F401 - a fixture
 
@@ -42,28 +42,37 @@ def test_a_refused_connection_is_retried_elsewhere_even_when_not_idempotent(etcd
         assert client.ejector.is_ejected(dead)  # refused: ejected at once
 
 
-@pytest.mark.timeout(30)
+def _counts(slow, fast, slow_calls: int) -> tuple[int, int]:
+    """(slow.calls, fast.calls) once the slow server ran ``slow_calls`` calls: a call the
+    client gave up on may start on the server a moment later (a loaded machine)."""
+    wait_until(lambda: slow.calls >= slow_calls, 5)
+    return slow.calls, fast.calls
+
+
+@pytest.mark.timeout(40)
 def test_a_timeout_after_send_is_retried_only_when_idempotent(etcd, domain, counting):
-    slow, fast = counting(delay=1.5), counting()
+    slow, fast = counting(delay=3.0), counting()
     # timeout is the whole call's; attempt_timeout lets a hung first server leave time for
-    # the second (a timeout of 0.5 alone would be spent on the first attempt)
+    # the second (a timeout of 1 alone would be spent on the first attempt).  1 s (was 0.5)
+    # for the attempt on the slow server (3 s): the call must be sent within it, connecting
+    # first, which a loaded machine may not do within 0.5 s (then it is retried unsent)
     with ClusterClient(domain, etcd=etcd.endpoint, selector=Ordered(slow.url, fast.url),
-                       timeout=3, check_interval=CHECK,
-                       failover=FailoverPolicy(eject_after=0, attempt_timeout=0.5)) as client:
+                       timeout=5, check_interval=CHECK,
+                       failover=FailoverPolicy(eject_after=0, attempt_timeout=1.0)) as client:
         assert client.discovery.wait_for_servers(5, count=2)
         with pytest.raises(CallTimeout):
             client.work(1)
-        assert (slow.calls, fast.calls) == (1, 0)
+        assert _counts(slow, fast, 1) == (1, 0)
         assert client.work(2, idempotent=True) == 2  # per call
-        assert (slow.calls, fast.calls) == (2, 1)
+        assert _counts(slow, fast, 2) == (2, 1)
         assert client.invoke("work", [3], idempotent=True) == 3
-        assert (slow.calls, fast.calls) == (3, 2)
+        assert _counts(slow, fast, 3) == (3, 2)
     with ClusterClient(domain, etcd=etcd.endpoint, selector=Ordered(slow.url, fast.url),
-                       timeout=3, idempotent=True, check_interval=CHECK,
-                       failover=FailoverPolicy(attempt_timeout=0.5)) as client:
+                       timeout=5, idempotent=True, check_interval=CHECK,
+                       failover=FailoverPolicy(attempt_timeout=1.0)) as client:
         assert client.discovery.wait_for_servers(5, count=2)
         assert client.work(4) == 4  # per client
-        assert (slow.calls, fast.calls) == (4, 3)
+        assert _counts(slow, fast, 4) == (4, 3)
         with pytest.raises(CallTimeout):
             client.work(5, idempotent=False)  # the call's word beats the client's
 
@@ -120,14 +129,18 @@ def test_business_errors_are_never_retried(etcd, domain, counting, rotate):
 
 @pytest.mark.timeout(30)
 def test_a_call_never_tries_a_server_twice(etcd, domain, counting):
-    servers = [counting(delay=1.0), counting(delay=1.0)]
+    # attempts of 0.6 s (was 0.3) on servers taking 2 s: each attempt must be sent (and
+    # connect first) within it on a loaded machine; the call's timeout (3 s) is the whole's
+    servers = [counting(delay=2.0), counting(delay=2.0)]
     policy = FailoverPolicy(max_attempts=5, idempotent=True, wait_for_server=0, eject_after=0,
-                            attempt_timeout=0.3)  # timeout is the whole call's
+                            attempt_timeout=0.6)
     with ClusterClient(domain, etcd=etcd.endpoint, failover=policy, timeout=3,
                        check_interval=CHECK) as client:
         assert client.discovery.wait_for_servers(5, count=2)
         with pytest.raises(NoServerAvailable) as caught:
             client.work(1)
+    # a call given up on may start on its server a moment later
+    wait_until(lambda: all(s.calls >= 1 for s in servers), 5)
     assert [s.calls for s in servers] == [1, 1]
     assert all(s.url in str(caught.value) for s in servers)
 
