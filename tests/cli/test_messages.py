@@ -124,7 +124,10 @@ def test_a_watch_of_an_etcd_that_stops_warns_in_one_line_each(etcd_factory):
 def test_register_does_not_claim_a_removal_it_could_not_make(etcd_factory):
     server = etcd_factory()
     domain = unique("plain")
-    registered = Lines(server.endpoint, "--timeout", "1", "register", domain,
+    # --timeout 3 (was 1): the first registration on a just-started etcd (a new process:
+    # channel, grant, put) may take over 1 s on a loaded machine, and register then exits;
+    # the revoke below meets a stopped etcd, refused at once whatever the timeout
+    registered = Lines(server.endpoint, "--timeout", "3", "register", domain,
                        "tcp4://127.0.0.1:%d" % free_port(), "--ttl", "5", "--heartbeat", "1")
     try:
         key = registered.wait_for(lambda line: True)
