@@ -181,18 +181,24 @@ def test_connection_closed_while_idle_is_not_used(caplog: pytest.LogCaptureFixtu
     """A server that closed an idle connection long ago: the pool notices the EOF before
     reuse, so the request goes straight to a new connection (no send-then-retry)."""
     requests: list[int] = []
+    closed = threading.Event()
 
     def script(number: int, sock: socket.socket) -> None:
         _read_request(sock)
         requests.append(number)
         _reply(sock, b"R%dz" % number)  # keep-alive reply, then close at once
+        sock.close()
+        closed.set()
 
     url, close = _fake_server(script)
     caplog.set_level(logging.DEBUG, logger="hprose_cluster.transport.http")
     try:
         with HttpTransport(url) as transport:
             assert transport.round_trip(b"Cs1\"a\"z", Deadline(5)) == b"R1z"
-            time.sleep(0.2)  # let the FIN arrive
+            # the server closed it (a fixed sleep alone could end before a server thread
+            # descheduled between its reply and its close did), and the FIN arrived
+            assert closed.wait(5)
+            time.sleep(0.2)
             assert transport.round_trip(b"Cs1\"b\"z", Deadline(5)) == b"R2z"
     finally:
         close()
