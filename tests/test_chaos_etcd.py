@@ -17,7 +17,7 @@ from hprose_cluster.etcd import EtcdConfig, EtcdConnection
 from tests.support.chaos import (CHECK, TTL, client_urls, etcd_urls, hello_load, make_client,
                                  under_load, wait_converged)
 from tests.support.chaos import fleet_factory  # noqa: F401 - a fixture
-from tests.support.cluster_procs import wait_until
+from tests.support.cluster_procs import retried, wait_until
 
 log = logging.getLogger("hprose_cluster.tests.chaos")
 
@@ -140,18 +140,6 @@ def test_e_compaction_while_the_watcher_is_cut_off_is_repaired_by_a_resync(
 # ------------------------------------------------------ (h) the leader of a 3-member cluster
 
 
-def _retried(read, timeout=10.0):
-    """``read()``, tried again while it raises, for at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return read()
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 @pytest.mark.timeout(120)
 def test_h_killing_the_etcd_leader_costs_no_call(etcd_cluster, fleet_factory, domain):
     endpoints = ",".join(etcd_cluster.endpoints)
@@ -164,7 +152,7 @@ def test_h_killing_the_etcd_leader_costs_no_call(etcd_cluster, fleet_factory, do
         # retried if it fails: two members with a 100 ms election timeout on a loaded
         # machine may be between leaders for a moment, and the read then times out)
         time.sleep(2 * TTL)
-        assert _retried(lambda: etcd_urls(live, domain)) == fleet.urls()
+        assert retried(lambda: etcd_urls(live, domain)) == fleet.urls()
         # discovery still follows: a crash and a newcomer show up in the view
         victim = fleet.servers[0]
         victim.kill()

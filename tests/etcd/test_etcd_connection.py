@@ -7,6 +7,8 @@ import pytest
 from hprose_cluster.errors import EtcdError
 from hprose_cluster.etcd import EtcdConfig, EtcdConnection
 
+from tests.support.cluster_procs import retried
+
 
 def test_a_fresh_connection_works_right_after_etcd_comes_back(etcd_factory):
     """gRPC shares subchannels between channels by default: a connection made just after
@@ -53,15 +55,8 @@ def test_every_lease_is_refreshed_over_one_stream(etcd_factory):
     assert len(_keepalive_threads()) == before, "close() left the keepalive stream running"
 
 
-def _retried(func, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return func()
-        except EtcdError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+def _retried(func):
+    return retried(func, errors=(EtcdError,))
 
 
 def test_a_paused_etcd_fails_refreshes_within_the_timeout_and_they_recover(etcd_factory):

@@ -263,6 +263,21 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         time.sleep(interval)
 
 
+def retried(func: Callable[[], Any], timeout: float = 10.0,
+            errors: tuple[type[BaseException], ...] = (Exception,)) -> Any:
+    """``func()``, called again while it raises one of ``errors``, for at most ``timeout``
+    seconds (then its error): for a first request to an etcd that a loaded machine has only
+    just started or elected a leader in."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return func()
+        except errors:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 class TcpProxy:
     """A loopback TCP proxy to ``target`` that a test can cut and restore.
 
