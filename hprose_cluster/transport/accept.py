@@ -48,6 +48,7 @@ class Acceptor:
         self._closed = False
         self._idle = threading.Event()  # set while no loop runs
         self._idle.set()
+        self._threads: list[threading.Thread] = []  # made by start_thread()
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -89,11 +90,25 @@ class Acceptor:
 
     def start_thread(self, name: str) -> None:
         """Run the claimed loop on a new daemon thread called ``name``."""
-        threading.Thread(target=self.run, daemon=True, name=name).start()
+        thread = threading.Thread(target=self.run, daemon=True, name=name)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the loop to end; True once none runs."""
-        return self._idle.wait(timeout)
+        """Wait up to ``timeout`` seconds for the loop to end, and for the threads it ran on
+        to end too (the loop says it is over a moment before its thread returns, and a
+        stopped server must leave no thread behind); True once none runs."""
+        deadline = time.monotonic() + timeout
+        if not self._idle.wait(timeout):
+            return False
+        with self._lock:
+            threads = list(self._threads)
+        current = threading.current_thread()
+        for thread in threads:
+            if thread is not current:
+                thread.join(max(deadline - time.monotonic(), 0.0))
+        return not any(t.is_alive() for t in threads if t is not current)
 
     def wake(self) -> None:
         """Make the loop ask ``keep_going`` now (safe in a signal handler)."""
