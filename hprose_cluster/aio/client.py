@@ -42,6 +42,7 @@ __all__ = ["AsyncClusterClient"]
 
 _RETIRED_POLL = 0.05  # seconds between looks at a retired transport's calls in flight
 
+
 class AsyncClusterClient:
     """An asyncio hprose client for every server of ``domain``.
 

@@ -147,8 +147,8 @@ class EmbeddedEtcd:
 
         A member alone elects itself whatever the timeout, so it gets 10 ms (100 ms to
         elect).  Members of a cluster get 50 ms (500 ms): on a loaded two-core machine a
-        leader descheduled for over 100 ms is common, and each such pause would otherwise be
-        an election, during which requests fail."""
+        leader descheduled for over 100 ms is common, and each such pause can start an
+        election, during which requests fail."""
         several = self.initial_cluster is not None and "," in self.initial_cluster
         return 50 if several else 10
 

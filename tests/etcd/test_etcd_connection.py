@@ -55,18 +55,14 @@ def test_every_lease_is_refreshed_over_one_stream(etcd_factory):
     assert len(_keepalive_threads()) == before, "close() left the keepalive stream running"
 
 
-def _retried(func):
-    return retried(func, errors=(EtcdError,))
-
-
 def test_a_paused_etcd_fails_refreshes_within_the_timeout_and_they_recover(etcd_factory):
     server = etcd_factory()
     with EtcdConnection(EtcdConfig((server.endpoint,), timeout=1)) as connection:
         # the 1 s timeout is for the paused etcd below; the first requests to a just-started
         # etcd also open the channel and the keepalive stream, which a loaded machine may not
         # do within 1 s, so they are retried
-        lease = _retried(lambda: connection.grant(30))
-        assert _retried(lambda: connection.keepalive(lease)) > 0
+        lease = retried(lambda: connection.grant(30), errors=(EtcdError,))
+        assert retried(lambda: connection.keepalive(lease), errors=(EtcdError,)) > 0
         server.pause()
         try:
             started = time.monotonic()
